@@ -1,0 +1,18 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """One tiny pipeline folder per variant, made once per session with the public command's code."""
+    from wan_core.tiny import make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {v: make_tiny_checkpoint(v, root / v, seed=1) for v in ("ti2v-5b", "t2v-a14b", "i2v-a14b")}

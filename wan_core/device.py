@@ -1,0 +1,51 @@
+"""Device and backend selection: the one place that knows about NPU / CUDA / CPU.
+
+`torch_npu` is optional; it is imported only when installed, and only here.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def torch_npu():
+    """The `torch_npu` module when installed and an NPU is visible, else None."""
+    if importlib.util.find_spec("torch_npu") is None:
+        return None
+    import torch_npu as module  # noqa: F401  (registers the "npu" device with torch)
+
+    try:
+        return module if torch.npu.is_available() else None  # type: ignore[attr-defined]
+    except Exception:  # a broken driver must not break CPU runs
+        return None
+
+
+def accelerator_type() -> str:
+    """`npu`, `cuda` or `cpu`: the accelerator this process should use."""
+    if torch_npu() is not None:
+        return "npu"
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def default_device(local_rank: int = 0) -> torch.device:
+    kind = accelerator_type()
+    return torch.device("cpu") if kind == "cpu" else torch.device(kind, local_rank)
+
+
+def distributed_backend(kind: str | None = None) -> str:
+    """Collective backend for an accelerator type: hccl (NPU), nccl (CUDA), gloo (CPU)."""
+    return {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}[kind or accelerator_type()]
+
+
+def is_npu_tensor(t: torch.Tensor) -> bool:
+    return t.device.type == "npu"
+
+
+def default_compute_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls there are slow and lossy), bf16 on accelerators."""
+    return torch.float32 if device.type == "cpu" else torch.bfloat16

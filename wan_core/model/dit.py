@@ -1,0 +1,190 @@
+"""The Wan2.2 diffusion transformer (all three variants) with MindSpeed-MM ("mm") parameter names.
+
+`WanDiT.forward` has the meaning of diffusers' `WanTransformer3DModel.forward(...)[0]`, including its
+precision placement in bf16: fp32 sinusoid, time MLP, modulation, LayerNorms and RoPE tables; the
+residual stream, matmuls and attention in the compute dtype (reference §3, §3.6).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from wan_core.model import kernels
+from wan_core.model.config import WanConfig
+from wan_core.model.rope import rope_tables
+
+# Parameters kept in fp32 when the model is cast to a low-precision dtype (diffusers' _keep_in_fp32_modules)
+KEEP_IN_FP32 = ("time_embedding", "modulation", "norm3")
+
+
+def timestep_sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """[N] -> [N, dim] fp32: [cos, sin] of t * 10000^(-k/half) (diffusers `Timesteps(flip_sin_to_cos=True,
+    downscale_freq_shift=0)`)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return kernels.rms_norm(x, self.weight, self.eps)
+
+
+class LayerNormFP32(nn.Module):
+    """Affine LayerNorm computed in fp32 (the cross-attention norm, mm/official `norm3`)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        return F.layer_norm(x.float(), (x.shape[-1],), self.weight.float(), self.bias.float(), self.eps)
+
+
+class Attention(nn.Module):
+    """Self- or cross-attention with q/k RMSNorm across all heads; RoPE only when tables are given."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.proj_q, self.proj_k, self.proj_v, self.proj_out = (nn.Linear(dim, dim) for _ in range(4))
+        self.q_norm, self.k_norm = RMSNorm(dim, eps), RMSNorm(dim, eps)
+
+    def forward(self, x, context=None, rope=None, kv_mask=None):
+        context = x if context is None else context
+        q = self.q_norm(self.proj_q(x)).unflatten(2, (self.num_heads, -1))
+        k = self.k_norm(self.proj_k(context)).unflatten(2, (self.num_heads, -1))
+        v = self.proj_v(context).unflatten(2, (self.num_heads, -1))
+        if rope is not None:
+            q, k = kernels.apply_rope(q, *rope), kernels.apply_rope(k, *rope)
+        out = self.attend(q, k, v, kv_mask)
+        return self.proj_out(out.flatten(2).type_as(q))
+
+    def attend(self, q, k, v, kv_mask):
+        """The one call into the attention kernel; context parallelism wraps this method."""
+        return kernels.attention(q, k, v, kv_mask)
+
+
+def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
+
+
+class WanBlock(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.eps = cfg.eps
+        self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
+        self.self_attn = Attention(cfg.dim, cfg.num_heads, cfg.eps)
+        self.norm3 = LayerNormFP32(cfg.dim, cfg.eps)
+        self.cross_attn = Attention(cfg.dim, cfg.num_heads, cfg.eps)
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(cfg.ffn_dim, cfg.dim))
+
+    def forward(self, x, context, e0, rope, kv_mask=None):
+        # e0: [B, 6, C] or per-token [B, L, 6, C]; modulation math in fp32
+        mod = (self.modulation + e0.float()) if e0.ndim == 3 else (self.modulation[None] + e0.float())
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod.unbind(-2)
+        if e0.ndim == 3:
+            shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (
+                m[:, None] for m in (shift_a, scale_a, gate_a, shift_f, scale_f, gate_f))
+        h = (_layer_norm(x, self.eps) * (1 + scale_a) + shift_a).type_as(x)
+        x = (x.float() + self.self_attn(h, rope=rope, kv_mask=kv_mask) * gate_a).type_as(x)
+        x = x + self.cross_attn(self.norm3(x).type_as(x), context)
+        h = (_layer_norm(x, self.eps) * (1 + scale_f) + shift_f).type_as(x)
+        return (x.float() + self.ffn(h).float() * gate_f).type_as(x)
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.eps = cfg.eps
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+        self.head = nn.Linear(cfg.dim, cfg.out_channels * math.prod(cfg.patch_size))
+
+    def forward(self, x, e):
+        # e: time embedding [B, C] or per-token [B, L, C] (before SiLU; not e0)
+        shift, scale = (self.modulation[:, None] + e.float()[..., None, :] if e.ndim == 3
+                        else self.modulation + e.float()[:, None]).unbind(-2)
+        if e.ndim == 2:
+            shift, scale = shift[:, None], scale[:, None]
+        return self.head((_layer_norm(x, self.eps) * (1 + scale) + shift).type_as(x))
+
+
+class TextEmbedding(nn.Module):
+    def __init__(self, text_dim: int, dim: int):
+        super().__init__()
+        self.linear_1, self.linear_2 = nn.Linear(text_dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+class WanDiT(nn.Module):
+    def __init__(self, config: WanConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.patch_embedding = nn.Conv3d(cfg.in_channels, cfg.dim, cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = TextEmbedding(cfg.text_dim, cfg.dim)
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
+        self.blocks = nn.ModuleList(WanBlock(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+
+    # -- dtype handling ----------------------------------------------------------------------------
+    def to_compute_dtype(self, dtype: torch.dtype) -> "WanDiT":
+        """Cast to `dtype`, keeping time embedding, modulation tables and norm3 in fp32 (as diffusers
+        does when loading with `torch_dtype`)."""
+        for name, param in self.named_parameters():
+            keep = any(part in KEEP_IN_FP32 for part in name.split("."))
+            param.data = param.data.to(torch.float32 if keep else dtype)
+        return self
+
+    # -- forward -----------------------------------------------------------------------------------
+    def time_embeddings(self, timestep: torch.Tensor, compute_dtype: torch.dtype):
+        """timestep [B] or [B, L] -> (e [B(,L),C] in compute dtype, e0 [B(,L),6,C]).
+
+        Per-token timesteps usually hold only a few distinct values (0 and t), so the MLP runs on the
+        distinct values and the result is gathered back: same numbers, L times less work."""
+        values, inverse = torch.unique(timestep.reshape(-1), return_inverse=True)
+        sinus = timestep_sinusoid(values, self.config.freq_dim)
+        te_dtype = self.time_embedding[0].weight.dtype
+        e = self.time_embedding(sinus.to(te_dtype)).to(compute_dtype)
+        e0 = self.time_projection(e).unflatten(-1, (6, -1))
+        shape = timestep.shape
+        return e[inverse].reshape(*shape, -1), e0[inverse].reshape(*shape, 6, -1)
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        b, _, t, h, w = hidden_states.shape
+        pt, ph, pw = cfg.patch_size
+        grid = (t // pt, h // ph, w // pw)
+        rope = rope_tables(grid, cfg.rope_axes, cfg.rope_max_seq_len, device=str(hidden_states.device))
+
+        x = self.patch_embedding(hidden_states.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+        x = x.contiguous()
+        dtype = x.dtype
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        if timestep.ndim == 2 and timestep.shape[1] != x.shape[1]:
+            raise ValueError(f"per-token timestep has {timestep.shape[1]} tokens, the latent has {x.shape[1]}")
+        e, e0 = self.time_embeddings(timestep, dtype)
+        context = self.text_embedding(encoder_hidden_states.to(dtype))
+
+        for block in self.blocks:
+            x = block(x, context, e0, rope, kv_mask)
+
+        x = self.head(x, e)
+        x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
