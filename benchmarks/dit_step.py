@@ -62,6 +62,26 @@ def build(impl: str, geo: dict, dtype: torch.dtype, device: str):
     return model, step
 
 
+def register_cpu_attention_flops():
+    """FlopCounterMode has no formula for SDPA's CPU flash kernel (it counts 0 FLOPs there); count it
+    like SDPA elsewhere: forward 2 matmuls, backward 2x forward (the usual model-FLOPs convention,
+    which does not credit the recomputation of the scores)."""
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    fwd, bwd = aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if fwd.default in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(fwd)
+    def _fwd(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @flop_counter.register_flop_formula(bwd)
+    def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return 2 * flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -97,6 +117,7 @@ def run_one(impl: str, geo_name: str, dtype_name: str, device: str, repeats: int
     if impl == "diffusers":
         from torch.utils.flop_counter import FlopCounterMode
 
+        register_cpu_attention_flops()
         with FlopCounterMode(display=False) as counter:
             step()
         flops = counter.get_total_flops()

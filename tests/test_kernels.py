@@ -26,12 +26,15 @@ def test_rms_norm_matches_reference():
 
 
 def test_rope_matches_complex_reference_and_is_interleaved():
-    cos, sin = rope_tables((3, 4, 5), (8, 4, 4))
-    assert cos.shape == (60, 1, 16) and cos.dtype == torch.float32
+    tables = rope_tables((3, 4, 5), (8, 4, 4))
+    assert tables.cos.shape == (60, 1, 16) and tables.cos.dtype == torch.float32
+    assert tables.phase.shape == (60, 1, 8)
     x = torch.randn(2, 60, 3, 16)
-    torch.testing.assert_close(kernels.apply_rope(x, cos, sin), kernels.apply_rope_reference(x, cos, sin))
+    expected = kernels.apply_rope_reference(x, tables)
+    torch.testing.assert_close(kernels.apply_rope(x, tables), expected)
+    torch.testing.assert_close(kernels.apply_rope_real(x, tables.cos, tables.sin), expected)  # the NPU table layout
     # rotation by pairs (2j, 2j+1) preserves each pair's norm; rotate-half would not
-    out = kernels.apply_rope(x, cos, sin)
+    out = kernels.apply_rope(x, tables)
     pair_norm = lambda t: t.unflatten(-1, (-1, 2)).norm(dim=-1)  # noqa: E731
     torch.testing.assert_close(pair_norm(out), pair_norm(x))
 
@@ -39,7 +42,7 @@ def test_rope_matches_complex_reference_and_is_interleaved():
 def test_rope_table_angles_follow_the_formula():
     """Token (f, h, w) gets angle pos * 10000^(-2j/D_axis) on each axis (reference §3.2)."""
     axes = (44, 42, 42)
-    cos, sin = rope_tables((2, 3, 4), axes)
+    cos, sin, _ = rope_tables((2, 3, 4), axes)
     f, h, w = 1, 2, 3
     token = (f * 3 + h) * 4 + w
     angles = []

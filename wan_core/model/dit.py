@@ -67,7 +67,7 @@ class Attention(nn.Module):
         k = self.k_norm(self.proj_k(context)).unflatten(2, (self.num_heads, -1))
         v = self.proj_v(context).unflatten(2, (self.num_heads, -1))
         if rope is not None:
-            q, k = kernels.apply_rope(q, *rope), kernels.apply_rope(k, *rope)
+            q, k = kernels.apply_rope(q, rope), kernels.apply_rope(k, rope)
         out = self.attend(q, k, v, kv_mask)
         return self.proj_out(out.flatten(2).type_as(q))
 

@@ -71,19 +71,27 @@ def rms_norm_reference(x, weight, eps):
 
 
 # -- RoPE --------------------------------------------------------------------------------------
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2j], x[2j+1]) of x [B, L, H, D] by tables cos/sin [L, 1, D] (fp32,
-    each angle repeated for both members of its pair). Math in fp32, result in x's dtype."""
+def apply_rope(x: torch.Tensor, tables) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x [B, L, H, D] by the angles of `tables`
+    (`wan_core.model.rope.RopeTables`). Math in fp32, result in x's dtype."""
     if x.device.type == "npu":  # Wan's RoPE is pairwise-interleaved, not rotate-half
-        return torch_npu().npu_rotary_mul(x, cos.to(x.dtype)[None], sin.to(x.dtype)[None], rotary_mode="interleave")
-    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = tables.cos.to(x.dtype)[None], tables.sin.to(x.dtype)[None]
+        return torch_npu().npu_rotary_mul(x, cos, sin, rotary_mode="interleave")
+    # one complex multiply: the same fp32 products as diffusers' real form, in one kernel (~6x faster on CPU)
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * tables.phase).flatten(-2).to(x.dtype)
+
+
+def apply_rope_real(x, cos, sin):
+    """diffusers' real-arithmetic form: out[2j] = x1 cos - x2 sin, out[2j+1] = x1 sin + x2 cos."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
     c, s = cos[..., 0::2], sin[..., 1::2]
     return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2).to(x.dtype)
 
 
-def apply_rope_reference(x, cos, sin):
-    """The complex-multiply form used by official Wan, in float64."""
-    angles = torch.atan2(sin[..., 0::2].double(), cos[..., 0::2].double())
+def apply_rope_reference(x, tables):
+    """The complex-multiply form of official Wan, in float64 from the cos/sin tables."""
+    angles = torch.atan2(tables.sin[..., 0::2].double(), tables.cos[..., 0::2].double())
     rotated = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)).contiguous()) * torch.polar(
         torch.ones_like(angles), angles)
     return torch.view_as_real(rotated).flatten(-2).to(x.dtype)

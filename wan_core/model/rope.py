@@ -2,8 +2,23 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
+
+
+class RopeTables(NamedTuple):
+    """Per-token RoPE tables, all with tokens in dim 0 (so context parallelism can slice them alike).
+
+    cos, sin: [L, 1, head_dim] fp32, each angle repeated for both members of its pair (the layout
+    `npu_rotary_mul` takes); phase: [L, 1, head_dim/2] complex64 e^{i angle} (the CPU/CUDA path)."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    phase: torch.Tensor
+
+    def select(self, index) -> "RopeTables":
+        return RopeTables(*(t[index] for t in self))
 
 
 def _axis_angles(dim: int, max_len: int, theta: float) -> torch.Tensor:
@@ -14,11 +29,10 @@ def _axis_angles(dim: int, max_len: int, theta: float) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def rope_tables(grid: tuple[int, int, int], axes: tuple[int, int, int], max_len: int = 1024,
-                theta: float = 10000.0, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [F*H*W, 1, head_dim] (fp32), tokens in (f, h, w) row-major order.
+                theta: float = 10000.0, device: str = "cpu") -> RopeTables:
+    """Tables for a latent grid of (F, H, W) patches, tokens in (f, h, w) row-major order.
 
-    Each angle is repeated for both members of its interleaved pair. Cached per (grid, axes, device):
-    sampling calls the DiT with the same grid every step.
+    Cached per (grid, axes, device): sampling calls the DiT with the same grid every step.
     """
     f, h, w = grid
     if max(grid) > max_len:
@@ -28,5 +42,7 @@ def rope_tables(grid: tuple[int, int, int], axes: tuple[int, int, int], max_len:
         parts[0][:, None, None, :].expand(f, h, w, -1),
         parts[1][None, :, None, :].expand(f, h, w, -1),
         parts[2][None, None, :, :].expand(f, h, w, -1),
-    ], dim=-1).reshape(f * h * w, 1, -1).repeat_interleave(2, dim=-1)
-    return angles.cos().float().to(device), angles.sin().float().to(device)
+    ], dim=-1).reshape(f * h * w, 1, -1)
+    phase = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    pairs = angles.repeat_interleave(2, dim=-1)
+    return RopeTables(pairs.cos().float().to(device), pairs.sin().float().to(device), phase.to(device))
