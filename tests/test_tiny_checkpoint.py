@@ -77,10 +77,10 @@ def test_load_dit_matches_diffusers_transformer(tiny_checkpoints, variant):
 
 
 def test_load_dit_rejects_bad_folders(tmp_path, tiny_checkpoints):
-    with pytest.raises(UserError, match="no such checkpoint"):
+    with pytest.raises(UserError, match="no such file or folder"):
         wan_core.load_dit(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no config.json"):
+    with pytest.raises(UserError, match="not a Wan checkpoint folder"):
         wan_core.load_dit(tmp_path / "empty")
     import shutil
 

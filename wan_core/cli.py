@@ -31,6 +31,48 @@ def _cmd_make_demo_dataset(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from wan_core.weights import convert
+
+    if args.direction == "hf-to-mm":
+        slots = convert.hf_to_mm(args.source, args.target, fmt=args.format, max_shard_size=args.max_shard_size,
+                                 progress=not args.quiet)
+    else:
+        slots = convert.mm_to_hf(args.source, args.target, hf_dir=args.hf_dir, layout=args.layout,
+                                 max_shard_size=args.max_shard_size, progress=not args.quiet)
+    written = ", ".join(f"{args.target}/{s}" for s in slots) if slots != [""] else args.target
+    print(f"{args.direction}: wrote {written}")
+    return 0
+
+
+def _add_convert_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert transformer weights between diffusers / official Wan and mm layouts",
+                       description="Pure renames, streamed tensor by tensor (peak memory bounded by one tensor) "
+                       "into sharded safetensors. Sources are recognised automatically: diffusers pipeline or "
+                       "transformer folders, official Wan folders (high_noise_model/ + low_noise_model/ for A14B), "
+                       "mm folders (this project's or MindSpeed-MM's release/ or iter_*/ model_optim_rng.pt). "
+                       "Source and target may be local paths or fsspec URLs.")
+    conv = p.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
+    for name, text in (("hf-to-mm", "diffusers or official Wan -> mm folder"),
+                       ("mm-to-hf", "mm folder -> diffusers transformer folder (or official Wan names)")):
+        q = conv.add_parser(name, help=text, description=text)
+        q.add_argument("--source", required=True)
+        q.add_argument("--target", required=True)
+        q.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "hf-to-mm":
+            q.add_argument("--format", default="safetensors", choices=["safetensors", "mm-pt"],
+                           help="safetensors (default, streamed) or mm-pt: MindSpeed-MM's "
+                           "release/mp_rank_00/model_optim_rng.pt, one torch.save of the whole model, so it is "
+                           "NOT memory-bounded (needs RAM for the whole model)")
+        else:
+            q.add_argument("--hf-dir", help="original diffusers transformer (or pipeline) folder whose config.json "
+                           "is copied; without it config.json is rebuilt from the mm folder's")
+            q.add_argument("--layout", default="diffusers", choices=["diffusers", "official"],
+                           help="official writes official Wan names (what DiffSynth and ComfyUI load)")
+        q.set_defaults(func=_cmd_convert)
+
+
 def _cmd_demo(args) -> int:
     from wan_core.demo import run_demo
 
@@ -57,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--videos", type=int, default=4)
     p.set_defaults(func=_cmd_make_demo_dataset)
+
+    _add_convert_parser(sub)
 
     p = sub.add_parser("demo", help="what `make demo` runs: the end-to-end local run on tiny weights and data")
     p.add_argument("--workdir", default="demo-run")
@@ -89,6 +133,35 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
 
 def main(argv=None) -> int:
     return run(argv, build_parser())
+
+
+def build_mm_convert_parser() -> argparse.ArgumentParser:
+    """MindSpeed-MM's syntax: mm-convert WanConverter hf_to_mm|mm_to_hf --cfg.source_path X --cfg.target_path Y"""
+    parser = argparse.ArgumentParser(prog="mm-convert", description="MindSpeed-MM-compatible weight conversion "
+                                     "(WanConverter). hf_to_mm writes MindSpeed-MM's mm-pt layout unless "
+                                     "--cfg.format safetensors is given.")
+    parser.add_argument("converter", choices=["WanConverter"])
+    parser.add_argument("method", choices=["hf_to_mm", "mm_to_hf"])
+    parser.add_argument("--cfg.source_path", dest="source", required=True)
+    parser.add_argument("--cfg.target_path", dest="target", required=True)
+    parser.add_argument("--cfg.hf_path", "--cfg.hf_dir", dest="hf_dir")
+    parser.add_argument("--cfg.format", dest="format", choices=["mm-pt", "safetensors"], default="mm-pt")
+    parser.add_argument("--cfg.layout", dest="layout", choices=["diffusers", "official"], default="diffusers")
+    parser.add_argument("--cfg.max_shard_size", dest="max_shard_size", default="5GB")
+    parser.add_argument("--quiet", action="store_true")
+
+    def call(args):
+        args.direction = args.method.replace("_", "-")
+        if args.method == "hf_to_mm" and args.hf_dir:
+            raise UserError("--cfg.hf_path is for mm_to_hf")
+        return _cmd_convert(args)
+
+    parser.set_defaults(func=call)
+    return parser
+
+
+def mm_convert_main(argv=None) -> int:
+    return run(argv, build_mm_convert_parser())
 
 
 if __name__ == "__main__":

@@ -85,7 +85,30 @@ class WanConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "WanConfig":
-        return cls.from_diffusers(json.loads(Path(path).read_text()))
+        return cls.from_any_json(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_any_json(cls, config: dict[str, Any]) -> "WanConfig":
+        """A diffusers transformer config.json or an official `WanModel` config.json."""
+        if "dim" in config and "num_attention_heads" not in config:
+            return cls.from_official(config)
+        return cls.from_diffusers(config)
+
+    # -- official Wan config.json (WanModel, ConfigMixin-serialised) -----------------------------------
+    @classmethod
+    def from_official(cls, config: dict[str, Any]) -> "WanConfig":
+        return cls(dim=int(config["dim"]), ffn_dim=int(config["ffn_dim"]), num_layers=int(config["num_layers"]),
+                   num_heads=int(config["num_heads"]), in_channels=int(config["in_dim"]),
+                   out_channels=int(config["out_dim"]), freq_dim=int(config.get("freq_dim", 256)),
+                   eps=float(config.get("eps", 1e-6)), text_dim=int(config.get("text_dim", 4096)))
+
+    def to_official(self) -> dict[str, Any]:
+        return {"_class_name": "WanModel", "_diffusers_version": "0.42.1", "model_type": self.model_type,
+                "text_len": 512, "in_dim": self.in_channels, "dim": self.dim, "ffn_dim": self.ffn_dim,
+                "freq_dim": self.freq_dim, "out_dim": self.out_channels, "num_heads": self.num_heads,
+                "num_layers": self.num_layers, "eps": self.eps,
+                # official WanModel does not save text_dim (always 4096); tiny models need it recorded
+                **({} if self.text_dim == 4096 else {"text_dim": self.text_dim})}
 
     def to_diffusers(self) -> dict[str, Any]:
         return {

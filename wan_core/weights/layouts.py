@@ -1,90 +1,292 @@
-"""Recognising and reading checkpoint folders: diffusers `transformer` folders (and, with the
-conversion work, mm folders). One place knows where the files of each layout live."""
+"""Checkpoint folders: recognising them and reading their DiT weights, one place for every layout.
+
+Recognised (any local path or fsspec URL):
+- a diffusers pipeline folder (`model_index.json`, `transformer/`, optional `transformer_2/`)
+- a folder holding `transformer/` [+ `transformer_2/`] mm folders (what a whole-pipeline hf_to_mm writes)
+- official Wan A14B: `high_noise_model/` + `low_noise_model/`
+- a diffusers `transformer` folder or an official Wan folder: `diffusion_pytorch_model*.safetensors`
+- an mm folder: `latest_checkpointed_iteration.txt` + `release/` or `iter_NNNNNNN/` holding sharded
+  safetensors + index (this project) or `mp_rank_00/model_optim_rng.pt` (MindSpeed-MM)
+Expert slots: `transformer` = high-noise expert, `transformer_2` = low-noise expert; "" = single DiT.
+"""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from wan_core.errors import UserError
-from wan_core.model.config import WanConfig
+from wan_core.model.config import PRESETS, WanConfig
+from wan_core.storage import Location
 from wan_core.weights.names import UnknownKeyError, convert_key, detect_layout
+from wan_core.weights.safetensors_io import SafetensorsReader, TensorMeta
+
+EXPERT_SLOTS = ("transformer", "transformer_2")
+ITERATION_FILE = "latest_checkpointed_iteration.txt"
+MM_INDEX = "model.safetensors.index.json"
+DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+MM_PT = "mp_rank_00/model_optim_rng.pt"
+
+# Non-tensor types a MindSpeed-MM model_optim_rng.pt may hold; torch.load(weights_only=True) admits
+# these and nothing else (never a full unpickle).
+MM_PT_SAFE_GLOBALS = [argparse.Namespace]
 
 
-def safetensors_files(folder: Path, index_name: str) -> list[Path]:
-    """Shard files of a folder: those named by its index when there is one, else every *.safetensors."""
-    index = folder / index_name
+def _numpy_safe_globals():
+    try:
+        import numpy as np
+
+        from numpy._core.multiarray import _reconstruct  # numpy 2
+    except ImportError:  # pragma: no cover
+        return []
+    dtypes = [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint32", "uint8", "bool")]
+    return [_reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """The weights of one DiT at a location, readable one tensor at a time."""
+
+    source: str
+    layout: str  # diffusers | official | mm
+    config: WanConfig
+    metas: dict[str, TensorMeta]  # source key -> meta
+    _read: object  # callable(key) -> Tensor
+
+    def read(self, key: str) -> torch.Tensor:
+        return self._read(key)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(m.nbytes for m in self.metas.values())
+
+    def mm_names(self) -> dict[str, str]:
+        """{source key: mm key}; raises UserError naming the first key that is not a Wan2.2 name."""
+        try:
+            return {k: convert_key(k, self.layout, "mm") for k in self.metas}
+        except UnknownKeyError as exc:
+            raise UserError(f"{self.source}: {exc.args[0]}") from None
+
+
+# -- folder recognition ----------------------------------------------------------------------------
+def find_checkpoints(source: str | Path) -> dict[str, Checkpoint]:
+    """{expert slot: Checkpoint} for whatever `source` is (see the module docstring)."""
+    loc = Location(source)
+    if not loc.exists():
+        raise UserError(f"{source}: no such file or folder")
+    if not loc.is_dir():
+        raise UserError(f"{source}: expected a checkpoint folder, found a file")
+    if (loc / "transformer").is_dir():
+        slots = {"transformer": open_checkpoint(loc / "transformer")}
+        if (loc / "transformer_2").is_dir():
+            slots["transformer_2"] = open_checkpoint(loc / "transformer_2")
+        return slots
+    if (loc / "high_noise_model").is_dir() or (loc / "low_noise_model").is_dir():
+        missing = [n for n in ("high_noise_model", "low_noise_model") if not (loc / n).is_dir()]
+        if missing:
+            raise UserError(f"{source}: official A14B layout without {missing[0]}/")
+        return {"transformer": open_checkpoint(loc / "high_noise_model"),
+                "transformer_2": open_checkpoint(loc / "low_noise_model")}
+    return {"": open_checkpoint(loc)}
+
+
+def open_checkpoint(loc: Location) -> Checkpoint:
+    if (loc / ITERATION_FILE).is_file() or (loc / "release").is_dir() or loc.glob("iter_*"):
+        return _open_mm(loc)
+    shards = loc.glob("*.safetensors")
+    if shards:
+        return _open_safetensors(loc, loc / DIFFUSERS_INDEX, shards, layout=None)
+    raise UserError(f"{loc}: not a Wan checkpoint folder: no *.safetensors, no {ITERATION_FILE}/release/iter_*, "
+                    "no transformer/ or high_noise_model/ subfolder")
+
+
+def mm_iteration_dir(loc: Location, iteration: str | None = None) -> Location:
+    """The release/ or iter_NNNNNNN/ folder of an mm folder (from latest_checkpointed_iteration.txt)."""
+    if iteration is None and (loc / ITERATION_FILE).is_file():
+        iteration = (loc / ITERATION_FILE).read_text().strip()
+    if iteration is None:
+        if (loc / "release").is_dir():
+            iteration = "release"
+        else:
+            iters = sorted(d.name for d in loc.glob("iter_*"))
+            if not iters:
+                raise UserError(f"{loc}: no release/ or iter_*/ folder")
+            iteration = iters[-1]
+    if iteration != "release" and not iteration.startswith("iter_"):
+        if not re.fullmatch(r"\d+", iteration):
+            raise UserError(f"{loc / ITERATION_FILE}: expected 'release' or an iteration number, found {iteration!r}")
+        iteration = f"iter_{int(iteration):07d}"
+    folder = loc / iteration
+    if not folder.is_dir():
+        raise UserError(f"{loc}: {ITERATION_FILE} names {iteration}, which does not exist")
+    return folder
+
+
+def _open_mm(loc: Location) -> Checkpoint:
+    folder = mm_iteration_dir(loc)
+    config = _read_config(loc / "config.json") if (loc / "config.json").is_file() else None
+    shards = folder.glob("*.safetensors")
+    if shards:
+        return _open_safetensors(folder, folder / MM_INDEX, shards, layout="mm", config=config, source=str(loc))
+    pt = folder / MM_PT
+    if not pt.is_file():
+        raise UserError(f"{folder}: neither *.safetensors nor {MM_PT}")
+    state = _load_mm_pt(pt)
+    metas = {k: TensorMeta(v.dtype, tuple(v.shape), v.numel() * v.element_size()) for k, v in state.items()}
+    layout = _detect(metas, str(loc))
+    return Checkpoint(str(loc), layout, config or infer_config(metas, layout, str(loc)), metas, state.__getitem__)
+
+
+def _load_mm_pt(pt: Location) -> dict[str, torch.Tensor]:
+    local = pt.local_path()
+    try:
+        with torch.serialization.safe_globals(MM_PT_SAFE_GLOBALS + _numpy_safe_globals()):
+            if local is not None:
+                blob = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
+            else:
+                with pt.open("rb") as f:
+                    blob = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError names a disallowed global; anything else is a corrupt file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{pt}: cannot be read as a MindSpeed-MM checkpoint with weights_only=True "
+                        f"({first_line})") from None
+    state = blob.get("model") if isinstance(blob, dict) else None
+    if state is None and isinstance(blob, dict) and "model0" in blob:
+        raise UserError(f"{pt}: virtual-pipeline checkpoints (model0, model1, ...) are not supported; "
+                        "convert with pp=1")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{pt}: no 'model' state dict of tensors inside")
+    return {k: v for k, v in state.items() if "_extra_state" not in k}
+
+
+def _open_safetensors(folder: Location, index: Location, shards: list[Location], layout: str | None,
+                      config: WanConfig | None = None, source: str | None = None) -> Checkpoint:
+    source = source or str(folder)
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{index}: not a safetensors index ({exc})") from None
-        files = [folder / name for name in sorted(set(weight_map.values()))]
-        missing = [f.name for f in files if not f.is_file()]
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise UserError(f"{index} names shard(s) that do not exist: {', '.join(missing)}")
-        return files
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise UserError(f"{folder}: no *.safetensors files")
-    return files
+        shards = [folder / n for n in names]
+    readers: dict[str, SafetensorsReader] = {}
+    metas: dict[str, TensorMeta] = {}
+    for shard in shards:
+        reader = SafetensorsReader(shard)
+        for key in reader.keys():
+            if key in metas:
+                raise UserError(f"{source}: tensor {key!r} appears in more than one shard")
+            readers[key] = reader
+            metas[key] = reader.meta(key)
+    if index.is_file():
+        stray = sorted(set(weight_map) ^ set(metas))
+        if stray:
+            raise UserError(f"{index} and its shards disagree about {len(stray)} tensor(s), e.g. {stray[0]!r}")
+    layout = layout or _detect(metas, source)
+    if config is None and (folder / "config.json").is_file():
+        config = _read_config(folder / "config.json")
+    config = config or infer_config(metas, layout, source)
+    return Checkpoint(source, layout, config, metas, lambda key: readers[key].read(key))
 
 
-def read_diffusers_transformer(folder: Path) -> tuple[WanConfig, dict[str, torch.Tensor]]:
-    """config and state dict (diffusers names) of a diffusers `transformer` folder."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise UserError(f"{folder}: not a diffusers transformer folder (no config.json)")
+def _detect(metas, source: str) -> str:
     try:
-        config = WanConfig.from_json_file(config_path)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"{config_path}: {exc}") from None
-    state = {}
-    for shard in safetensors_files(folder, "diffusion_pytorch_model.safetensors.index.json"):
-        with safe_open(shard, framework="pt") as f:
-            for key in f.keys():
-                state[key] = f.get_tensor(key)
-    return config, state
-
-
-def to_mm_names(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    layout = detect_layout(state)
-    try:
-        return {convert_key(k, layout, "mm"): v for k, v in state.items()}
+        return detect_layout(metas)
     except UnknownKeyError as exc:
         raise UserError(f"{source}: {exc.args[0]}") from None
 
 
-def load_dit(path, dtype: torch.dtype | None = None, device=None):
-    """Load a `WanDiT` from a diffusers `transformer` folder (or a pipeline folder's `transformer`)."""
+def _read_config(path: Location) -> WanConfig:
+    try:
+        return WanConfig.from_any_json(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path}: not a Wan transformer config ({exc})") from None
+
+
+def infer_config(metas: dict[str, TensorMeta], layout: str, source: str) -> WanConfig:
+    """Architecture from tensor shapes, matched against the presets (for folders without config.json:
+    MindSpeed-MM writes none). The head count is the one thing shapes cannot tell; the preset gives it."""
+    def shape(mm_key):
+        key = convert_key(mm_key, "mm", layout)
+        if key not in metas and layout == "official" and "model." + key in metas:
+            key = "model." + key
+        if key not in metas:
+            raise UserError(f"{source}: no config.json and no {key!r} tensor to infer the architecture from")
+        return metas[key].shape
+
+    dim, in_channels = shape("patch_embedding.weight")[:2]
+    layers = 1 + max((int(m.group(1)) for k in metas for m in [re.search(r"blocks\.(\d+)\.", k)] if m), default=-1)
+    found = dict(dim=dim, in_channels=in_channels, ffn_dim=shape("blocks.0.ffn.0.weight")[0], num_layers=layers,
+                 text_dim=shape("text_embedding.linear_1.weight")[1], freq_dim=shape("time_embedding.0.weight")[1],
+                 out_channels=shape("head.head.weight")[0] // 4)
+    for name, preset in PRESETS.items():
+        if preset["dim"] == dim and preset["ffn_dim"] == found["ffn_dim"]:
+            return WanConfig(num_heads=preset["num_heads"], **found)
+    raise UserError(f"{source}: no config.json, and its shapes (dim {dim}, ffn {found['ffn_dim']}) match no Wan2.2 "
+                    "preset; add the diffusers transformer config.json beside the weights")
+
+
+# -- validation against the architecture -----------------------------------------------------------
+def expected_mm_shapes(config: WanConfig) -> dict[str, tuple[int, ...]]:
     from wan_core.model.dit import WanDiT
 
-    folder = Path(path)
-    if not folder.exists():
-        raise UserError(f"{folder}: no such checkpoint folder")
-    if (folder / "model_index.json").is_file() and (folder / "transformer").is_dir():
-        folder = folder / "transformer"
-    config, state = read_diffusers_transformer(folder)
-    state = to_mm_names(state, str(folder))
     with torch.device("meta"):
         model = WanDiT(config)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k]))
-    if missing or unexpected or wrong:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def validate_checkpoint(ckpt: Checkpoint) -> dict[str, str]:
+    """All-or-nothing check before anything is written: every key maps, none missing or left over, every
+    shape matches the architecture. Returns {source key: mm key}."""
+    names = ckpt.mm_names()
+    expected = expected_mm_shapes(ckpt.config)
+    have = {mm: ckpt.metas[src].shape for src, mm in names.items()}
+    missing = sorted(set(expected) - set(have))
+    extra = sorted(set(have) - set(expected))
+    wrong = sorted(k for k in set(have) & set(expected) if tuple(have[k]) != expected[k])
+    if missing or extra or wrong:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
-        raise UserError(f"{folder}: weights do not match the architecture in its config.json: " + "; ".join(parts))
-    model.load_state_dict(state, assign=True, strict=True)
-    if dtype is not None and dtype != torch.float32:
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} left over (e.g. {extra[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} with the wrong shape (e.g. {wrong[0]}: {tuple(have[wrong[0]])}, "
+                         f"expected {expected[wrong[0]]})")
+        raise UserError(f"{ckpt.source}: weights do not match the architecture (dim {ckpt.config.dim}, "
+                        f"{ckpt.config.num_layers} layers, in_channels {ckpt.config.in_channels}): "
+                        + "; ".join(parts) + ". Is this the right variant?")
+    return names
+
+
+# -- loading a model -------------------------------------------------------------------------------
+def load_dit(path, dtype: torch.dtype | None = None, device=None, expert: str | None = None):
+    """A `WanDiT` from any recognised folder; for two-expert folders pick `expert` ('high' / 'low')."""
+    from wan_core.model.dit import WanDiT
+
+    slots = find_checkpoints(path)
+    if "" in slots:
+        ckpt = slots[""]
+    else:  # pipeline-like folder: `transformer` (the high-noise expert of A14B) unless told otherwise
+        if expert not in (None, "high", "low"):
+            raise UserError(f"expert must be 'high' or 'low', got {expert!r}")
+        slot = "transformer_2" if expert == "low" else "transformer"
+        if slot not in slots:
+            raise UserError(f"{path}: no {expert!r} expert here (it holds {', '.join(slots)})")
+        ckpt = slots[slot]
+    names = validate_checkpoint(ckpt)
+    with torch.device("meta"):
+        model = WanDiT(ckpt.config)
+    model.load_state_dict({mm: ckpt.read(src) for src, mm in names.items()}, assign=True, strict=True)
+    if dtype is not None:
         model.to_compute_dtype(dtype)
-    elif dtype == torch.float32:
-        model.float()
     if device is not None:
         model.to(device)
     return model

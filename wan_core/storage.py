@@ -1,0 +1,85 @@
+"""Local paths and fsspec URLs behind one small interface (the one place that talks to fsspec).
+
+Reads stream through file objects; outputs are written to a local temporary folder and then moved
+into place (renamed locally, uploaded and moved on object stores), so a failure leaves no target.
+"""
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import shutil
+import tempfile
+from pathlib import Path
+
+import fsspec
+
+from wan_core.fsutil import atomic_output_dir
+
+
+def is_url(path) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+class Location:
+    """A file or folder on any fsspec filesystem (local paths included)."""
+
+    def __init__(self, url: str | Path):
+        self.url = str(url)
+        self.fs, self.path = fsspec.core.url_to_fs(self.url)
+
+    def __truediv__(self, name: str) -> "Location":
+        return Location(self.url.rstrip("/") + "/" + name)
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/"))
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.path)
+
+    def is_dir(self) -> bool:
+        return self.fs.isdir(self.path)
+
+    def is_file(self) -> bool:
+        return self.fs.isfile(self.path)
+
+    def size(self) -> int:
+        return int(self.fs.size(self.path))
+
+    def read_text(self) -> str:
+        with self.fs.open(self.path, "rb") as f:
+            return f.read().decode("utf-8")
+
+    def open(self, mode: str = "rb"):
+        return self.fs.open(self.path, mode)
+
+    def glob(self, pattern: str) -> list["Location"]:
+        root = self.url.rstrip("/")
+        names = sorted(posixpath.basename(p) for p in self.fs.glob(posixpath.join(self.path, pattern)))
+        return [Location(root + "/" + n) for n in names]
+
+    def local_path(self) -> Path | None:
+        return None if is_url(self.url) else Path(self.path)
+
+
+@contextlib.contextmanager
+def output_dir(target: str | Path):
+    """Yield a local temporary folder; on success it becomes `target` (a local path or an fsspec URL)."""
+    if not is_url(target):
+        with atomic_output_dir(Path(str(target).removeprefix("file://"))) as tmp:
+            yield tmp
+        return
+    loc = Location(target)
+    staging = Path(tempfile.mkdtemp(prefix="wan22-out-"))
+    try:
+        yield staging
+        remote_tmp = loc.path.rstrip("/") + ".tmp-upload"
+        loc.fs.put(str(staging) + "/", remote_tmp, recursive=True)
+        if loc.fs.exists(loc.path):
+            loc.fs.rm(loc.path, recursive=True)
+        loc.fs.mv(remote_tmp, loc.path, recursive=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

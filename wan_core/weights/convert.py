@@ -1,0 +1,144 @@
+"""Weight conversion between the diffusers, official Wan and mm layouts (pure renames, streamed).
+
+`hf_to_mm` / `mm_to_hf` follow MindSpeed-MM's `WanConverter` semantics; the output folders are
+PRODUCT.md §3.3's. Memory stays bounded by one tensor for safetensors output: tensors are read with
+plain file reads and written by the streaming shard writer. `mm-pt` output is one `torch.save` of the
+whole state dict (MindSpeed-MM's format), so it holds the model in memory.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from wan_core.errors import UserError
+from wan_core.storage import Location, output_dir
+from wan_core.weights.layouts import (DIFFUSERS_INDEX, ITERATION_FILE, MM_INDEX, MM_PT, Checkpoint, _read_config,
+                                      find_checkpoints, validate_checkpoint)
+from wan_core.weights.names import convert_key
+from wan_core.weights.safetensors_io import parse_size, write_sharded
+
+FORMATS = ("safetensors", "mm-pt")
+HF_LAYOUTS = ("diffusers", "official")
+DEFAULT_MAX_SHARD = "5GB"
+
+
+class _Progress:
+    """Bytes-and-rate progress on stderr (tqdm), shared by every tensor of a conversion."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                        disable=not enabled, leave=False)
+
+    def __call__(self, nbytes: int):
+        self.bar.update(nbytes)
+
+    def close(self):
+        self.bar.close()
+
+
+def _write_mm(ckpt: Checkpoint, names: dict[str, str], folder: Path, fmt: str, max_shard: int, progress) -> None:
+    (folder / "config.json").write_text(json.dumps(ckpt.config.to_diffusers(), indent=2) + "\n")
+    release = folder / "release"
+    release.mkdir()
+    if fmt == "mm-pt":
+        state = {}
+        for src, mm in names.items():
+            state[mm] = ckpt.read(src)
+            progress(ckpt.metas[src].nbytes)
+        (release / "mp_rank_00").mkdir()
+        torch.save({"model": state}, release / MM_PT)
+    else:
+        by_target = {mm: src for src, mm in names.items()}
+        items = [(mm, ckpt.metas[by_target[mm]]) for mm in sorted(by_target, key=_natural)]
+        write_sharded(release, items, lambda mm: ckpt.read(by_target[mm]), "model", MM_INDEX, max_shard,
+                      progress=progress)
+    # written last: a folder with this file is complete
+    (folder / ITERATION_FILE).write_text("release\n")
+
+
+def _write_hf(ckpt: Checkpoint, names: dict[str, str], folder: Path, layout: str, config_json: dict | None,
+              max_shard: int, progress) -> None:
+    if config_json is None:
+        config_json = ckpt.config.to_official() if layout == "official" else ckpt.config.to_diffusers()
+    (folder / "config.json").write_text(json.dumps(config_json, indent=2) + "\n")
+    by_target = {convert_key(mm, "mm", layout): src for src, mm in names.items()}
+    items = [(key, ckpt.metas[by_target[key]]) for key in sorted(by_target, key=_natural)]
+    write_sharded(folder, items, lambda key: ckpt.read(by_target[key]), "diffusion_pytorch_model", DIFFUSERS_INDEX,
+                  max_shard, single_file_name="diffusion_pytorch_model.safetensors", progress=progress)
+
+
+def _natural(key: str):
+    """blocks.2 before blocks.10, so shards hold whole blocks in order."""
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
+
+
+def _hf_config_for(hf_dir: str | None, slot: str, ckpt: Checkpoint) -> dict | None:
+    """config.json to copy from --hf-dir (a transformer folder, or a pipeline folder's slot), checked
+    against the weights' architecture."""
+    if hf_dir is None:
+        return None
+    loc = Location(hf_dir)
+    candidates = [loc / slot / "config.json"] if slot else []
+    candidates += [loc / "config.json", loc / "transformer" / "config.json"]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise UserError(f"--hf-dir {hf_dir}: no config.json (looked in {', '.join(str(c) for c in candidates)})")
+    config = _read_config(path)
+    if config != ckpt.config:
+        raise UserError(f"--hf-dir config {path} describes a different architecture (dim {config.dim}, "
+                        f"{config.num_layers} layers, in_channels {config.in_channels}) than the weights in "
+                        f"{ckpt.source} (dim {ckpt.config.dim}, {ckpt.config.num_layers} layers, in_channels "
+                        f"{ckpt.config.in_channels})")
+    return json.loads(path.read_text())
+
+
+def convert(source: str, target: str, to: str, fmt: str = "safetensors", hf_dir: str | None = None,
+            max_shard_size: str = DEFAULT_MAX_SHARD, progress: bool = True) -> list[str]:
+    """Convert every DiT found at `source` to layout `to` ('mm', 'diffusers' or 'official') at `target`.
+
+    Two-expert sources write TARGET/transformer (high-noise) and TARGET/transformer_2 (low-noise).
+    Everything is validated before the first byte is written; the target appears only when complete.
+    Returns the expert slots written ("" for a single DiT)."""
+    if to not in ("mm", *HF_LAYOUTS):
+        raise UserError(f"unknown target layout {to!r}")
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "mm-pt" and to != "mm":
+        raise UserError("--format mm-pt applies to hf_to_mm only")
+    max_shard = parse_size(max_shard_size)
+    slots = find_checkpoints(source)
+    plans = {slot: (ckpt, validate_checkpoint(ckpt)) for slot, ckpt in slots.items()}
+    configs = {slot: _hf_config_for(hf_dir, slot, ckpt) for slot, (ckpt, _) in plans.items()} if to != "mm" else {}
+    total = sum(ckpt.total_bytes for ckpt, _ in plans.values())
+    bar = _Progress(total, f"{'hf_to_mm' if to == 'mm' else 'mm_to_hf'}", enabled=progress)
+    try:
+        with output_dir(target) as tmp:
+            for slot, (ckpt, names) in plans.items():
+                folder = tmp / slot if slot else tmp
+                folder.mkdir(exist_ok=True)
+                if to == "mm":
+                    _write_mm(ckpt, names, folder, fmt, max_shard, bar)
+                else:
+                    _write_hf(ckpt, names, folder, to, configs.get(slot), max_shard, bar)
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        bar.close()
+    return list(plans)
+
+
+def hf_to_mm(source: str, target: str, fmt: str = "safetensors", **kwargs) -> list[str]:
+    return convert(source, target, "mm", fmt=fmt, **kwargs)
+
+
+def mm_to_hf(source: str, target: str, hf_dir: str | None = None, layout: str = "diffusers", **kwargs) -> list[str]:
+    if layout not in HF_LAYOUTS:
+        raise UserError(f"--layout must be one of {', '.join(HF_LAYOUTS)}, got {layout!r}")
+    return convert(source, target, layout, hf_dir=hf_dir, **kwargs)
