@@ -4,6 +4,7 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from wan_core.model import WanConfig, WanDiT
+from wan_core.model.dit import parameter_shapes
 from wan_core.weights.names import convert_key
 
 EXPECTED = {"ti2v-5b": 4_999_787_712, "t2v-a14b": 14_288_491_584, "i2v-a14b": 14_288_901_184}
@@ -30,6 +31,7 @@ def test_parameter_count_and_key_correspondence(preset):
 
     ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     our_shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert parameter_shapes(cfg) == our_shapes  # the shape table conversion validates against
     mapped = {convert_key(k, "diffusers", "mm"): shape for k, shape in ref_shapes.items()}
     assert len(mapped) == len(ref_shapes)  # injective
     assert mapped == our_shapes  # onto, with equal shapes

@@ -130,6 +130,32 @@ class TextEmbedding(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
 
 
+def parameter_shapes(cfg: WanConfig) -> dict[str, tuple[int, ...]]:
+    """{mm name: shape} of WanDiT(cfg) without building it (building, even on the meta device, costs
+    seconds on first use; conversion only needs the shapes). Tested equal to the module's state_dict."""
+    c, f = cfg.dim, cfg.ffn_dim
+    shapes = {"patch_embedding.weight": (c, cfg.in_channels, *cfg.patch_size), "patch_embedding.bias": (c,),
+              "text_embedding.linear_1.weight": (c, cfg.text_dim), "text_embedding.linear_1.bias": (c,),
+              "text_embedding.linear_2.weight": (c, c), "text_embedding.linear_2.bias": (c,),
+              "time_embedding.0.weight": (c, cfg.freq_dim), "time_embedding.0.bias": (c,),
+              "time_embedding.2.weight": (c, c), "time_embedding.2.bias": (c,),
+              "time_projection.1.weight": (6 * c, c), "time_projection.1.bias": (6 * c,),
+              "head.modulation": (1, 2, c),
+              "head.head.weight": (cfg.out_channels * math.prod(cfg.patch_size), c),
+              "head.head.bias": (cfg.out_channels * math.prod(cfg.patch_size),)}
+    for i in range(cfg.num_layers):
+        p = f"blocks.{i}."
+        shapes[p + "modulation"] = (1, 6, c)
+        for attn in ("self_attn", "cross_attn"):
+            for proj in ("proj_q", "proj_k", "proj_v", "proj_out"):
+                shapes[f"{p}{attn}.{proj}.weight"], shapes[f"{p}{attn}.{proj}.bias"] = (c, c), (c,)
+            shapes[f"{p}{attn}.q_norm.weight"] = shapes[f"{p}{attn}.k_norm.weight"] = (c,)
+        shapes[p + "norm3.weight"] = shapes[p + "norm3.bias"] = (c,)
+        shapes[p + "ffn.0.weight"], shapes[p + "ffn.0.bias"] = (f, c), (f,)
+        shapes[p + "ffn.2.weight"], shapes[p + "ffn.2.bias"] = (c, f), (c,)
+    return shapes
+
+
 class WanDiT(nn.Module):
     def __init__(self, config: WanConfig):
         super().__init__()

@@ -55,8 +55,8 @@ def _write_mm(ckpt: Checkpoint, names: dict[str, str], folder: Path, fmt: str, m
     else:
         by_target = {mm: src for src, mm in names.items()}
         items = [(mm, ckpt.metas[by_target[mm]]) for mm in sorted(by_target, key=_natural)]
-        write_sharded(release, items, lambda mm: ckpt.read(by_target[mm]), "model", MM_INDEX, max_shard,
-                      progress=progress)
+        write_sharded(release, items, lambda mm, f: ckpt.copy_bytes(by_target[mm], f), "model", MM_INDEX,
+                      max_shard, progress=progress)
     # written last: a folder with this file is complete
     (folder / ITERATION_FILE).write_text("release\n")
 
@@ -68,7 +68,8 @@ def _write_hf(ckpt: Checkpoint, names: dict[str, str], folder: Path, layout: str
     (folder / "config.json").write_text(json.dumps(config_json, indent=2) + "\n")
     by_target = {convert_key(mm, "mm", layout): src for src, mm in names.items()}
     items = [(key, ckpt.metas[by_target[key]]) for key in sorted(by_target, key=_natural)]
-    write_sharded(folder, items, lambda key: ckpt.read(by_target[key]), "diffusion_pytorch_model", DIFFUSERS_INDEX,
+    write_sharded(folder, items, lambda key, f: ckpt.copy_bytes(by_target[key], f), "diffusion_pytorch_model",
+                  DIFFUSERS_INDEX,
                   max_shard, single_file_name="diffusion_pytorch_model.safetensors", progress=progress)
 
 

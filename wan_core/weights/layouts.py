@@ -56,9 +56,18 @@ class Checkpoint:
     config: WanConfig
     metas: dict[str, TensorMeta]  # source key -> meta
     _read: object  # callable(key) -> Tensor
+    _copy: object = None  # callable(key, file): append the raw bytes (streamed sources only)
 
     def read(self, key: str) -> torch.Tensor:
         return self._read(key)
+
+    def copy_bytes(self, key: str, out) -> None:
+        """Append tensor `key`'s bytes to `out` without holding the tensor when the source allows it."""
+        if self._copy is not None:
+            self._copy(key, out)
+        else:
+            tensor = self.read(key)
+            out.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
     @property
     def total_bytes(self) -> int:
@@ -193,7 +202,8 @@ def _open_safetensors(folder: Location, index: Location, shards: list[Location],
     if config is None and (folder / "config.json").is_file():
         config = _read_config(folder / "config.json")
     config = config or infer_config(metas, layout, source)
-    return Checkpoint(source, layout, config, metas, lambda key: readers[key].read(key))
+    return Checkpoint(source, layout, config, metas, lambda key: readers[key].read(key),
+                      lambda key, out: readers[key].copy_to(key, out))
 
 
 def _detect(metas, source: str) -> str:
@@ -235,11 +245,9 @@ def infer_config(metas: dict[str, TensorMeta], layout: str, source: str) -> WanC
 
 # -- validation against the architecture -----------------------------------------------------------
 def expected_mm_shapes(config: WanConfig) -> dict[str, tuple[int, ...]]:
-    from wan_core.model.dit import WanDiT
+    from wan_core.model.dit import parameter_shapes
 
-    with torch.device("meta"):
-        model = WanDiT(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return parameter_shapes(config)
 
 
 def validate_checkpoint(ckpt: Checkpoint) -> dict[str, str]:

@@ -7,7 +7,9 @@ and write shards header-first, then each tensor's bytes, so memory stays bounded
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import math
 import struct
 from pathlib import Path
@@ -24,6 +26,7 @@ DTYPES = {
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 _HEADER_LIMIT = 100 * 2**20
+COPY_CHUNK = 64 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,37 @@ class SafetensorsReader:
     def meta(self, key: str) -> TensorMeta:
         return self.entries[key].meta
 
+    def copy_to(self, key: str, out) -> None:
+        """Append the raw bytes of tensor `key` to the open binary file `out`, without holding them:
+        kernel-side copy (copy_file_range) between local files, else fixed-size chunks."""
+        entry = self.entries[key]
+        local = self.location.local_path()
+        remaining, offset = entry.meta.nbytes, entry.begin
+        if local is not None and hasattr(os, "copy_file_range") and hasattr(out, "fileno"):
+            out.flush()
+            with open(local, "rb") as f:
+                try:
+                    while remaining:
+                        n = os.copy_file_range(f.fileno(), out.fileno(), min(remaining, COPY_CHUNK), offset)
+                        if n == 0:
+                            raise UserError(f"{self.name}: truncated while reading tensor {key!r}")
+                        remaining -= n
+                        offset += n
+                    out.seek(0, os.SEEK_END)
+                    return
+                except OSError as exc:  # e.g. EXDEV on old kernels: fall back to chunks
+                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    out.seek(0, os.SEEK_END)
+        with self.location.open("rb") as f:
+            f.seek(offset)
+            while remaining:
+                chunk = f.read(min(remaining, COPY_CHUNK))
+                if not chunk:
+                    raise UserError(f"{self.name}: truncated while reading tensor {key!r}")
+                out.write(chunk)
+                remaining -= len(chunk)
+
     def read(self, key: str) -> torch.Tensor:
         entry = self.entries[key]
         buf = bytearray(entry.meta.nbytes)
@@ -120,9 +154,22 @@ def plan_shards(items: Iterable[tuple[str, TensorMeta]], max_shard_bytes: int) -
     return [s for s in shards if s]
 
 
-def write_shard(path: Path, items: list[tuple[str, TensorMeta]], fetch: Callable[[str], torch.Tensor],
+def tensor_bytes_writer(fetch: Callable[[str], torch.Tensor], metas: dict[str, TensorMeta]):
+    """A `write_bytes(name, file)` for write_shard from a function that returns tensors."""
+    def write_bytes(name, f):
+        tensor = fetch(name)
+        meta = metas[name]
+        if tensor.dtype != meta.dtype or tuple(tensor.shape) != meta.shape:
+            raise RuntimeError(f"tensor {name} changed: {tensor.dtype} {tuple(tensor.shape)} vs {meta}")
+        if meta.nbytes:
+            f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return write_bytes
+
+
+def write_shard(path: Path, items: list[tuple[str, TensorMeta]], write_bytes: Callable[[str, object], None],
                 metadata: dict[str, str] | None = None, progress: Callable[[int], None] | None = None) -> None:
-    """Write one .safetensors file: the header from the known metas, then each tensor as it is fetched."""
+    """Write one .safetensors file: the header from the known metas, then each tensor's bytes, appended
+    by `write_bytes(name, file)` (a byte-range copy or a fetched tensor, see tensor_bytes_writer)."""
     header: dict = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, meta in items:
@@ -135,17 +182,15 @@ def write_shard(path: Path, items: list[tuple[str, TensorMeta]], fetch: Callable
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for name, meta in items:
-            tensor = fetch(name)
-            if tensor.dtype != meta.dtype or tuple(tensor.shape) != meta.shape:
-                raise RuntimeError(f"tensor {name} changed: {tensor.dtype} {tuple(tensor.shape)} vs {meta}")
-            if meta.nbytes:
-                f.write(tensor.contiguous().view(torch.uint8).numpy().data if tensor.dim() else
-                        tensor.reshape(1).view(torch.uint8).numpy().data)
+            start = f.tell()
+            write_bytes(name, f)
+            if f.tell() - start != meta.nbytes:
+                raise RuntimeError(f"{path}: wrote {f.tell() - start} bytes for {name}, expected {meta.nbytes}")
             if progress:
                 progress(meta.nbytes)
 
 
-def write_sharded(folder: Path, items: list[tuple[str, TensorMeta]], fetch: Callable[[str], torch.Tensor],
+def write_sharded(folder: Path, items: list[tuple[str, TensorMeta]], write_bytes: Callable[[str, object], None],
                   file_prefix: str, index_name: str | None, max_shard_bytes: int, single_file_name: str | None = None,
                   progress: Callable[[int], None] | None = None) -> list[str]:
     """Write items as `{prefix}-0000i-of-0000n.safetensors` shards plus an index naming exactly those
@@ -153,12 +198,12 @@ def write_sharded(folder: Path, items: list[tuple[str, TensorMeta]], fetch: Call
     index (diffusers' convention). Returns the file names written."""
     shards = plan_shards(items, max_shard_bytes)
     if single_file_name and len(shards) == 1:
-        write_shard(folder / single_file_name, shards[0], fetch, progress=progress)
+        write_shard(folder / single_file_name, shards[0], write_bytes, progress=progress)
         return [single_file_name]
     names, weight_map = [], {}
     for i, shard in enumerate(shards, 1):
         name = f"{file_prefix}-{i:05d}-of-{len(shards):05d}.safetensors"
-        write_shard(folder / name, shard, fetch, progress=progress)
+        write_shard(folder / name, shard, write_bytes, progress=progress)
         names.append(name)
         weight_map.update({key: name for key, _ in shard})
     if index_name:
