@@ -73,6 +73,61 @@ def _add_convert_parser(sub) -> None:
         q.set_defaults(func=_cmd_convert)
 
 
+def _cmd_sample(args) -> int:
+    from wan_core.sample.run import SampleJob, from_mindspeed_config, run_sample
+
+    if args.config:
+        job = from_mindspeed_config(args.config)
+        for key in ("model", "prompts", "output", "images", "steps", "guidance", "flow_shift", "dtype", "size",
+                    "transformer", "transformer_2", "negative_prompt"):
+            if getattr(args, key) is not None:  # the command line wins over the file
+                setattr(job, key, tuple(getattr(args, key)) if key == "size" else getattr(args, key))
+        job.seed, job.batch_size, job.nproc, job.save_array = args.seed, args.batch_size, args.nproc, args.save_array
+        job.offload_inactive_expert = job.offload_inactive_expert or args.offload_inactive_expert
+    else:
+        missing = [f"--{k}" for k in ("model", "prompts", "output") if getattr(args, k) is None]
+        if missing:
+            raise UserError(f"wan22 sample needs {', '.join(missing)} (or --config inference_model.json)")
+        job = SampleJob(model=args.model, prompts=args.prompts, output=args.output, images=args.images,
+                        negative_prompt=args.negative_prompt, size=tuple(args.size) if args.size else None,
+                        steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift, seed=args.seed,
+                        batch_size=args.batch_size, dtype=args.dtype, transformer=args.transformer,
+                        transformer_2=args.transformer_2, offload_inactive_expert=args.offload_inactive_expert,
+                        nproc=args.nproc, save_array=args.save_array)
+    out = run_sample(job)
+    print(f"wrote samples, samples.json and preview.html to {out}")
+    return 0
+
+
+def _add_sample_parser(sub) -> None:
+    p = sub.add_parser("sample", help="batch-sample videos from a diffusers-format Wan2.2 folder",
+                       description="One NNNN.mp4 per prompt (prompt i uses seed + i), samples.json and "
+                       "preview.html; the same frames as diffusers' WanPipeline / WanImageToVideoPipeline for the "
+                       "same weights, seed and settings.")
+    p.add_argument("--config", help="MindSpeed-MM inference_model.json (from_pretrained, save_path, input_size, "
+                   "low_noise_predictor, prompt/image files); command-line options override it")
+    p.add_argument("--model", help="diffusers-format pipeline folder")
+    p.add_argument("--prompts", help="text file, one prompt a line (blank lines ignored)")
+    p.add_argument("--images", help="text file, one image path a line (relative to the file), one per prompt")
+    p.add_argument("--negative-prompt", help="default: Wan's official negative prompt; \"\" for none")
+    p.add_argument("--size", type=int, nargs=3, metavar=("T", "H", "W"), help="frames (4n+1), height, width")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float, nargs="+", metavar="G",
+                   help="G [G2]: high-noise expert's scale [low-noise expert's]; default per variant")
+    p.add_argument("--flow-shift", type=float, help="default: the checkpoint's scheduler config")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
+    p.add_argument("--transformer", help="replace the (high-noise) transformer: an mm or diffusers checkpoint")
+    p.add_argument("--transformer-2", help="replace the low-noise transformer (A14B)")
+    p.add_argument("--offload-inactive-expert", action="store_true",
+                   help="keep only the active A14B expert on the accelerator")
+    p.add_argument("--nproc", type=int, default=1, help="processes (one device each); same files as one process")
+    p.add_argument("--output", help="output folder")
+    p.add_argument("--save-array", action="store_true", help="also write NNNN.npy float32 [T,H,W,3] in [0,1]")
+    p.set_defaults(func=_cmd_sample)
+
+
 def _cmd_demo(args) -> int:
     from wan_core.demo import run_demo
 
@@ -101,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_make_demo_dataset)
 
     _add_convert_parser(sub)
+    _add_sample_parser(sub)
 
     p = sub.add_parser("demo", help="what `make demo` runs: the end-to-end local run on tiny weights and data")
     p.add_argument("--workdir", default="demo-run")

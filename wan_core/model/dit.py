@@ -7,6 +7,7 @@ residual stream, matmuls and attention in the compute dtype (reference §3, §3.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -61,11 +62,14 @@ class Attention(nn.Module):
         self.proj_q, self.proj_k, self.proj_v, self.proj_out = (nn.Linear(dim, dim) for _ in range(4))
         self.q_norm, self.k_norm = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
-    def forward(self, x, context=None, rope=None, kv_mask=None):
-        context = x if context is None else context
-        q = self.q_norm(self.proj_q(x)).unflatten(2, (self.num_heads, -1))
+    def key_value(self, context):
+        """(k, v) [B, S, H, D] of a context; sampling computes them once for all steps (same values)."""
         k = self.k_norm(self.proj_k(context)).unflatten(2, (self.num_heads, -1))
-        v = self.proj_v(context).unflatten(2, (self.num_heads, -1))
+        return k, self.proj_v(context).unflatten(2, (self.num_heads, -1))
+
+    def forward(self, x, context=None, rope=None, kv_mask=None, kv=None):
+        q = self.q_norm(self.proj_q(x)).unflatten(2, (self.num_heads, -1))
+        k, v = kv if kv is not None else self.key_value(x if context is None else context)
         if rope is not None:
             q, k = kernels.apply_rope(q, rope), kernels.apply_rope(k, rope)
         out = self.attend(q, k, v, kv_mask)
@@ -91,7 +95,7 @@ class WanBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
                                  nn.Linear(cfg.ffn_dim, cfg.dim))
 
-    def forward(self, x, context, e0, rope, kv_mask=None):
+    def forward(self, x, context, e0, rope, kv_mask=None, context_kv=None):
         # e0: [B, 6, C] or per-token [B, L, 6, C]; modulation math in fp32
         mod = (self.modulation + e0.float()) if e0.ndim == 3 else (self.modulation[None] + e0.float())
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod.unbind(-2)
@@ -100,7 +104,7 @@ class WanBlock(nn.Module):
                 m[:, None] for m in (shift_a, scale_a, gate_a, shift_f, scale_f, gate_f))
         h = (_layer_norm(x, self.eps) * (1 + scale_a) + shift_a).type_as(x)
         x = (x.float() + self.self_attn(h, rope=rope, kv_mask=kv_mask) * gate_a).type_as(x)
-        x = x + self.cross_attn(self.norm3(x).type_as(x), context)
+        x = x + self.cross_attn(self.norm3(x).type_as(x), context, kv=context_kv)
         h = (_layer_norm(x, self.eps) * (1 + scale_f) + shift_f).type_as(x)
         return (x.float() + self.ffn(h).float() * gate_f).type_as(x)
 
@@ -128,6 +132,11 @@ class TextEmbedding(nn.Module):
 
     def forward(self, x):
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+class PreparedContext(NamedTuple):
+    context: torch.Tensor  # text embedding output [B, S, C]
+    kv: list  # per block: cross-attention (k, v)
 
 
 def parameter_shapes(cfg: WanConfig) -> dict[str, tuple[int, ...]]:
@@ -190,7 +199,15 @@ class WanDiT(nn.Module):
         shape = timestep.shape
         return e[inverse].reshape(*shape, -1), e0[inverse].reshape(*shape, 6, -1)
 
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+    def prepare_context(self, encoder_hidden_states: torch.Tensor) -> "PreparedContext":
+        """Text embedding and every block's cross-attention keys/values for a fixed text context, to pass
+        as `encoder_hidden_states` on every sampling step instead of recomputing them (same numbers)."""
+        dtype = self.patch_embedding.weight.dtype
+        context = self.text_embedding(encoder_hidden_states.to(dtype))
+        return PreparedContext(context, [block.cross_attn.key_value(context) for block in self.blocks])
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
+                encoder_hidden_states: "torch.Tensor | PreparedContext",
                 kv_mask: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         b, _, t, h, w = hidden_states.shape
@@ -206,10 +223,13 @@ class WanDiT(nn.Module):
         if timestep.ndim == 2 and timestep.shape[1] != x.shape[1]:
             raise ValueError(f"per-token timestep has {timestep.shape[1]} tokens, the latent has {x.shape[1]}")
         e, e0 = self.time_embeddings(timestep, dtype)
-        context = self.text_embedding(encoder_hidden_states.to(dtype))
+        if isinstance(encoder_hidden_states, PreparedContext):
+            context, kvs = encoder_hidden_states.context, encoder_hidden_states.kv
+        else:
+            context, kvs = self.text_embedding(encoder_hidden_states.to(dtype)), [None] * len(self.blocks)
 
-        for block in self.blocks:
-            x = block(x, context, e0, rope, kv_mask)
+        for block, kv in zip(self.blocks, kvs):
+            x = block(x, context, e0, rope, kv_mask, context_kv=kv)
 
         x = self.head(x, e)
         x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)

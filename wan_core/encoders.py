@@ -1,0 +1,81 @@
+"""The frozen encoders shared by training and sampling: UMT5 text encoder and the Wan VAE.
+
+Text: prompts cleaned like diffusers/official Wan (ftfy, html unescape, whitespace), 512 tokens,
+embeddings trimmed to the true length and zero-padded to 512 (no cross-attention mask downstream).
+VAE: diffusers' AutoencoderKLWan; latents normalised as z = (mu - mean) / std, decoded as
+decode(z * std + mean) (reference §5).
+"""
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import torch
+
+TEXT_LEN = 512
+
+
+def clean_prompt(text: str) -> str:
+    try:
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    except ImportError:  # pragma: no cover - ftfy is a dependency
+        pass
+    text = html.unescape(html.unescape(text)).strip()
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class TextEncoder:
+    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu"):
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        model_dir = Path(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer")
+        self.model = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", dtype=dtype).to(device).eval()
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[N, 512, text_dim] embeddings, zero past each prompt's true token count."""
+        tokens = self.tokenizer([clean_prompt(p) for p in prompts], padding="max_length", max_length=TEXT_LEN,
+                                truncation=True, add_special_tokens=True, return_attention_mask=True,
+                                return_tensors="pt")
+        mask = tokens.attention_mask.to(self.device)
+        hidden = self.model(tokens.input_ids.to(self.device), mask).last_hidden_state
+        hidden = hidden.to(dtype or hidden.dtype)
+        lengths = mask.gt(0).sum(dim=1)
+        keep = torch.arange(TEXT_LEN, device=hidden.device)[None, :] < lengths[:, None]
+        return hidden * keep[..., None].to(hidden.dtype)
+
+
+class VideoVAE:
+    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu"):
+        from diffusers import AutoencoderKLWan
+
+        self.model = AutoencoderKLWan.from_pretrained(Path(model_dir) / "vae", torch_dtype=dtype).to(device).eval()
+        cfg = self.model.config
+        self.z_dim = cfg.z_dim
+        self.spatial = cfg.scale_factor_spatial
+        self.temporal = cfg.scale_factor_temporal
+        self.mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        self.dtype = dtype
+        self.device = torch.device(device)
+
+    def enable_tiling(self, enabled: bool = True) -> None:
+        (self.model.enable_tiling if enabled else self.model.disable_tiling)()
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """video [B, 3, F, H, W] in [-1, 1] -> normalised latents [B, z, 1+(F-1)/4, H/s, W/s] (fp32)."""
+        mu = self.model.encode(video.to(self.device, self.dtype)).latent_dist.mode()
+        return (mu.float() - self.mean.to(mu.device)) * (1.0 / self.std.to(mu.device))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """normalised latents -> video [B, 3, F, H, W] in [-1, 1] (VAE dtype)."""
+        z = latents.to(self.device, self.dtype)
+        z = z / (1.0 / self.std.to(z.device, z.dtype)) + self.mean.to(z.device, z.dtype)
+        return self.model.decode(z, return_dict=False)[0]

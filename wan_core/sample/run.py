@@ -1,0 +1,232 @@
+"""`wan22 sample`: reading prompts/images/config, batching, writing outputs, and --nproc workers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from wan_core.errors import UserError
+from wan_core.sample.variants import WAN_NEGATIVE_PROMPT, read_model_folder
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclasses.dataclass
+class SampleJob:
+    model: str
+    prompts: str
+    output: str
+    images: str | None = None
+    negative_prompt: str | None = None
+    size: tuple[int, int, int] | None = None
+    steps: int | None = None
+    guidance: list[float] | None = None
+    flow_shift: float | None = None
+    seed: int = 0
+    batch_size: int = 1
+    dtype: str | None = None
+    transformer: str | None = None
+    transformer_2: str | None = None
+    offload_inactive_expert: bool = False
+    nproc: int = 1
+    save_array: bool = False
+    fps: int | None = None
+
+
+def read_lines(path: str, what: str) -> list[str]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{what} file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} file {path}: not UTF-8 text") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def load_images(images_file: str, count: int) -> list:
+    from PIL import Image, UnidentifiedImageError
+
+    paths = read_lines(images_file, "images")
+    if len(paths) != count:
+        raise UserError(f"images file {images_file} has {len(paths)} non-blank lines, the prompts file has {count}: "
+                        "give one image per prompt")
+    base = Path(images_file).absolute().parent
+    images = []
+    for line_no, p in enumerate(paths, 1):
+        path = Path(p) if Path(p).is_absolute() else base / p
+        try:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        except FileNotFoundError:
+            raise UserError(f"images file {images_file}, line {line_no}: {path} does not exist") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"images file {images_file}, line {line_no}: {path} is not a readable image ({exc})") from None
+    return images
+
+
+def from_mindspeed_config(path: str) -> SampleJob:
+    """A SampleJob from MindSpeed-MM's inference_model.json (paths relative to the file, else to the cwd)."""
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--config {path}: cannot read JSON ({exc})") from None
+    base = Path(path).absolute().parent
+
+    def resolve(p):
+        if p is None:
+            return None
+        cand = base / p
+        return str(cand if cand.exists() or not Path(p).exists() else Path(p))
+
+    model = cfg.get("from_pretrained")
+    if model is None:
+        for key in ("tokenizer", "text_encoder", "ae"):
+            sub = (cfg.get(key) or {}).get("from_pretrained")
+            if sub:
+                model = str(Path(resolve(sub)).parent)
+                break
+    if model is None or not cfg.get("prompt") or not cfg.get("save_path"):
+        raise UserError(f"--config {path}: needs from_pretrained (or ae/tokenizer/text_encoder.from_pretrained), "
+                        "prompt (a prompts file) and save_path")
+    pipeline = cfg.get("pipeline_config") or {}
+    size = pipeline.get("input_size") or cfg.get("input_size")
+    diffusion = cfg.get("diffusion") or {}
+    guidance = diffusion.get("guidance_scale")
+    predictor = (cfg.get("predictor") or {}).get("from_pretrained")
+    return SampleJob(
+        model=resolve(model), prompts=resolve(cfg["prompt"]), output=resolve(cfg["save_path"]),
+        images=resolve(cfg.get("image")), size=tuple(size) if size else None,
+        steps=diffusion.get("num_inference_steps"),
+        guidance=None if guidance is None else [float(g) for g in (guidance if isinstance(guidance, list) else [guidance])],
+        flow_shift=diffusion.get("flow_shift"), dtype=cfg.get("dtype"), fps=cfg.get("fps"),
+        transformer=resolve(predictor), transformer_2=resolve(cfg.get("low_noise_predictor")),
+        seed=int(cfg.get("seed", 0)), negative_prompt=cfg.get("negative_prompt"),
+        offload_inactive_expert=bool(pipeline.get("cpu_offload", False)))
+
+
+def _worker_device(rank: int):
+    from wan_core.device import accelerator_type
+
+    kind = accelerator_type()
+    return torch.device("cpu") if kind == "cpu" else torch.device(kind, rank)
+
+
+def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: bool = True) -> Path:
+    """Sample every prompt of `job` (or, as worker (rank, n), prompts rank, rank+n, ...). Returns the output."""
+    from tqdm import tqdm
+
+    from wan_core.sample.outputs import gif_data_uri, save_sample, write_index, write_preview
+    from wan_core.sample.sampler import SampleRequest, SampleSettings, check_size
+
+    folder = read_model_folder(job.model)
+    defaults = folder.defaults
+    prompts = read_lines(job.prompts, "prompts")
+    if not prompts:
+        raise UserError(f"prompts file {job.prompts} has no prompts")
+    images = load_images(job.images, len(prompts)) if job.images else [None] * len(prompts)
+    image_paths = read_lines(job.images, "images") if job.images else [None] * len(prompts)
+    if folder.variant == "i2v-a14b" and not job.images:
+        raise UserError("i2v-a14b samples from an image per prompt: give --images FILE")
+    guidance = job.guidance or [g for g in defaults.guidance if g is not None]
+    if len(guidance) == 2 and not folder.two_experts:
+        raise UserError(f"--guidance takes one value for {folder.variant} (one expert); got {guidance}")
+    if len(guidance) not in (1, 2):
+        raise UserError(f"--guidance takes one or two values, got {guidance}")
+    frames, height, width = job.size or defaults.size
+    check_size(folder, frames, height, width)
+    if job.nproc < 1 or job.batch_size < 1:
+        raise UserError("--nproc and --batch-size must be at least 1")
+    settings = SampleSettings(frames=frames, height=height, width=width, steps=job.steps or defaults.steps,
+                              guidance=guidance[0], guidance_2=guidance[1] if len(guidance) == 2 else None,
+                              negative_prompt=WAN_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt,
+                              flow_shift=job.flow_shift)
+    fps = job.fps or defaults.fps
+    output = Path(job.output)
+    output.mkdir(parents=True, exist_ok=True)
+    task = {"ti2v-5b": "ti2v" if job.images else "t2v", "t2v-a14b": "t2v", "i2v-a14b": "i2v"}[folder.variant]
+    summary = {"model": str(Path(job.model).absolute()), "variant": folder.variant, "task": task,
+               "size": [frames, height, width], "steps": settings.steps, "guidance": guidance,
+               "flow_shift": job.flow_shift, "negative_prompt": settings.negative_prompt, "seed": job.seed,
+               "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2}
+
+    if job.nproc > 1 and worker is None:
+        return _run_workers(job, output, summary, len(prompts))
+
+    rank, world = worker or (0, 1)
+    device = _worker_device(rank)
+    dtype = DTYPES[job.dtype or ("fp32" if device.type == "cpu" else "bf16")]
+    from wan_core.sample.sampler import WanSampler
+
+    sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
+                         offload_inactive_expert=job.offload_inactive_expert)
+    mine = list(range(rank, len(prompts), world))
+    records, previews = [], {}
+    bar = tqdm(total=len(mine), desc=f"sampling{'' if world == 1 else f' [{rank}/{world}]'}", unit="video",
+               disable=not progress, file=sys.stderr)
+    for start in range(0, len(mine), job.batch_size):
+        batch = mine[start:start + job.batch_size]
+        requests = [SampleRequest(prompts[i], job.seed + i, images[i]) for i in batch]
+        steps = tqdm(total=settings.steps, desc="steps", leave=False, disable=not progress, file=sys.stderr)
+        videos = sampler(requests, settings, on_step=lambda *_: steps.update())
+        steps.close()
+        for i, frames_i in zip(batch, videos):
+            files = save_sample(output, i, frames_i, fps, job.save_array)
+            records.append({"index": i, "prompt": prompts[i], "image": image_paths[i], "seed": job.seed + i, **files})
+            previews[i] = gif_data_uri(frames_i)
+        bar.update(len(batch))
+    bar.close()
+    if world > 1:  # the parent merges the fragments
+        (output / f".samples-{rank}.json").write_text(json.dumps({"records": records, "previews": previews}))
+        return output
+    write_index(output, records, summary)
+    write_preview(output, records, previews, f"wan22 samples: {folder.variant} {task}")
+    return output
+
+
+def _run_workers(job: SampleJob, output: Path, summary: dict, count: int) -> Path:
+    """One process per device; each writes its own prompts' files with the seeds one process would use."""
+    from wan_core.sample.outputs import write_index, write_preview
+
+    spec = json.dumps(dataclasses.asdict(job))
+    threads = max(1, (os.cpu_count() or 1) // job.nproc)
+    procs = []
+    for rank in range(min(job.nproc, count)):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), WAN22_SAMPLE_THREADS=str(threads))
+        procs.append(subprocess.Popen([sys.executable, "-m", "wan_core.sample.run", spec, str(rank),
+                                       str(min(job.nproc, count))], env=env))
+    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    if failed:
+        raise UserError(f"sampling worker(s) {failed} failed; see their messages above")
+    records, previews = [], {}
+    for rank in range(len(procs)):
+        frag = output / f".samples-{rank}.json"
+        data = json.loads(frag.read_text())
+        records += data["records"]
+        previews.update({int(k): v for k, v in data["previews"].items()})
+        frag.unlink()
+    write_index(output, records, summary)
+    write_preview(output, records, previews, f"wan22 samples: {summary['variant']} {summary['task']}")
+    return output
+
+
+if __name__ == "__main__":  # a --nproc worker: python -m wan_core.sample.run JOB_JSON RANK WORLD
+    from wan_core.cli import _one_paragraph
+
+    threads = os.environ.get("WAN22_SAMPLE_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    job_dict = json.loads(sys.argv[1])
+    if job_dict.get("size"):
+        job_dict["size"] = tuple(job_dict["size"])
+    try:
+        run_sample(SampleJob(**job_dict), worker=(int(sys.argv[2]), int(sys.argv[3])), progress=False)
+    except UserError as exc:
+        print(_one_paragraph(f"error: {exc}"), file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,230 @@
+"""Batch sampling for every Wan2.2 task, numerically the same as diffusers' pipelines.
+
+Same initial noise as diffusers (CPU generator per prompt, seed + index, fp32, diffusers' latent
+shape), diffusers' UniPCMultistepScheduler from the checkpoint's scheduler config, experts switched at
+boundary_ratio x 1000 with one guidance scale each. Less work than diffusers: the conditional and
+unconditional passes run as one batched forward, text embeddings are computed once per distinct
+prompt (and once for the negative prompt), RoPE tables are cached per shape, and only the active
+expert needs to be on the accelerator.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wan_core.encoders import TextEncoder, VideoVAE
+from wan_core.errors import UserError
+from wan_core.sample.variants import ModelFolder, read_model_folder
+
+VAE_TILING_MIN_SIDE = 512  # pixels: larger frames decode in tiles (bounded memory)
+
+
+def batch_guidance_passes(device: torch.device) -> bool:
+    """Run the conditional and unconditional passes as one batch of 2B on accelerators (fuller kernels,
+    half the launches). On CPU a batch of 2B takes as long as two passes of B (measured,
+    benchmarks/README.md) and holds twice the activations, so CPU runs them one after the other."""
+    return device.type != "cpu"
+
+
+@dataclasses.dataclass
+class SampleRequest:
+    prompt: str
+    seed: int
+    image: object | None = None  # PIL image or None
+
+
+@dataclasses.dataclass
+class SampleSettings:
+    frames: int
+    height: int
+    width: int
+    steps: int
+    guidance: float
+    guidance_2: float | None
+    negative_prompt: str
+    flow_shift: float | None = None
+
+
+def check_size(folder: ModelFolder, frames: int, height: int, width: int) -> None:
+    spatial, patch = folder.vae_spatial, folder.patch
+    multiple = spatial * patch
+    problems = []
+    if frames < 1 or (frames - 1) % 4:
+        problems.append(f"frames must be 4n+1 (e.g. {max(1, (frames - 1) // 4 * 4 + 1)} or {(frames - 1) // 4 * 4 + 5}),"
+                        f" got {frames}")
+    for name, value in (("height", height), ("width", width)):
+        if value <= 0 or value % multiple:
+            problems.append(f"{name} must be a positive multiple of {multiple} for {folder.variant} "
+                            f"(VAE stride {spatial} x patch {patch}), got {value}")
+    if problems:
+        raise UserError("bad --size: " + "; ".join(problems))
+
+
+class WanSampler:
+    def __init__(self, model_dir: str | Path, transformer: str | None = None, transformer_2: str | None = None,
+                 dtype: torch.dtype = torch.float32, device="cpu", offload_inactive_expert: bool = False):
+        from diffusers import UniPCMultistepScheduler
+
+        import wan_core
+
+        self.folder = read_model_folder(model_dir)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.offload = offload_inactive_expert and self.device.type != "cpu"
+        if transformer_2 and not self.folder.two_experts:
+            raise UserError(f"--transformer-2 given, but {self.folder.path} is a one-expert model ({self.folder.variant})")
+        home = "cpu" if self.offload else self.device
+        self.experts = [wan_core.load_dit(transformer or self.folder.path / "transformer", dtype=dtype, device=home).eval()]
+        if self.folder.two_experts:
+            self.experts.append(wan_core.load_dit(transformer_2 or self.folder.path / "transformer_2", dtype=dtype,
+                                                  device=home).eval())
+        for expert in self.experts:
+            expert.requires_grad_(False)
+        if self.experts[0].config.in_channels != self.experts[-1].config.in_channels:
+            raise UserError("the two transformers have different input channels; they are not one model's experts")
+        self.text = TextEncoder(self.folder.path, dtype=dtype, device=self.device)
+        # the VAE runs in fp32 like diffusers' pipelines keep it (its dtype is the checkpoint's)
+        self.vae = VideoVAE(self.folder.path, dtype=torch.float32, device=self.device)
+        self.scheduler_config = UniPCMultistepScheduler.load_config(self.folder.path / "scheduler")
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    # -- pieces ------------------------------------------------------------------------------------
+    @property
+    def patch(self) -> int:
+        return self.experts[0].config.patch_size[1]
+
+    def check(self, settings: SampleSettings) -> None:
+        check_size(self.folder, settings.frames, settings.height, settings.width)
+        if settings.guidance_2 is not None and not self.folder.two_experts:
+            raise UserError(f"--guidance takes one value for {self.folder.variant} (one expert); got two")
+
+    def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        """Embeddings for prompts, each distinct prompt encoded once per sampler."""
+        new = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if new:
+            for p, emb in zip(new, self.text.encode(new, dtype=self.dtype)):
+                self._text_cache[p] = emb
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    def make_scheduler(self, settings: SampleSettings):
+        from diffusers import UniPCMultistepScheduler
+
+        overrides = {} if settings.flow_shift is None else {"flow_shift": settings.flow_shift}
+        scheduler = UniPCMultistepScheduler.from_config(self.scheduler_config, **overrides)
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        return scheduler
+
+    def latent_shape(self, settings: SampleSettings) -> tuple[int, ...]:
+        return (1, self.vae.z_dim, (settings.frames - 1) // self.vae.temporal + 1,
+                settings.height // self.vae.spatial, settings.width // self.vae.spatial)
+
+    def initial_noise(self, seeds: list[int], settings: SampleSettings) -> torch.Tensor:
+        """diffusers' randn_tensor with a CPU generator per prompt, fp32."""
+        shape = self.latent_shape(settings)
+        return torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s), dtype=torch.float32)
+                          for s in seeds]).to(self.device)
+
+    def image_condition(self, images: list, settings: SampleSettings) -> torch.Tensor:
+        """ti2v-5b: the first frame's normalised latent [B, z, 1, h, w]; i2v-a14b: [mask(4) | latent(16)]
+        of the image followed by zero frames [B, 20, T, h, w] (diffusers' prepare_latents)."""
+        from diffusers.video_processor import VideoProcessor
+
+        processor = VideoProcessor(vae_scale_factor=self.vae.spatial)
+        pixels = torch.cat([processor.preprocess(img, height=settings.height, width=settings.width) for img in images])
+        pixels = pixels.to(self.device, torch.float32).unsqueeze(2)
+        if self.folder.expand_timesteps:
+            return self.vae.encode(pixels)
+        b, _, _, h, w = pixels.shape
+        video = torch.cat([pixels, pixels.new_zeros(b, 3, settings.frames - 1, h, w)], dim=2)
+        latent = self.vae.encode(video)
+        t, lh, lw = latent.shape[2:]
+        mask = torch.zeros(b, 1, settings.frames, lh, lw, device=latent.device)
+        mask[:, :, 0] = 1
+        mask = torch.cat([mask[:, :, :1].repeat_interleave(self.vae.temporal, dim=2), mask[:, :, 1:]], dim=2)
+        mask = mask.view(b, -1, self.vae.temporal, lh, lw).transpose(1, 2)
+        return torch.cat([mask, latent], dim=1)
+
+    def _expert_for(self, t: torch.Tensor, settings: SampleSettings):
+        boundary = self.folder.boundary_ratio
+        if boundary is None or len(self.experts) == 1:
+            return 0, settings.guidance
+        high = t >= boundary * self.scheduler_config.get("num_train_timesteps", 1000)
+        g2 = settings.guidance if settings.guidance_2 is None else settings.guidance_2
+        return (0, settings.guidance) if high else (1, g2)
+
+    def _place_experts(self, active: int) -> None:
+        if self.offload:
+            for i, expert in enumerate(self.experts):
+                expert.to(self.device if i == active else "cpu")
+
+    # -- the loop ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def denoise(self, requests: list[SampleRequest], settings: SampleSettings, on_step=None) -> torch.Tensor:
+        """Final normalised latents [B, z, T, h, w] for a batch of requests (same settings)."""
+        b = len(requests)
+        latents = self.initial_noise([r.seed for r in requests], settings)
+        cfg = settings.guidance > 1.0  # as diffusers: guidance on when the first scale is above 1
+        positive = self.text_embeddings([r.prompt for r in requests])
+        negative = self.text_embeddings([settings.negative_prompt] * b) if cfg else None
+        batched = cfg and batch_guidance_passes(self.device)
+        if batched:
+            positive, negative = torch.cat([positive, negative]), None
+        # text embedding and cross-attention K/V of each expert, once per batch instead of once per step
+        prepared: dict[int, tuple] = {}
+
+        def contexts(index):
+            if index not in prepared:
+                expert = self.experts[index]
+                prepared[index] = (expert.prepare_context(positive),
+                                   None if negative is None else expert.prepare_context(negative))
+            return prepared[index]
+        condition, first_frame_mask = None, None
+        has_images = [r.image is not None for r in requests]
+        if any(has_images):
+            if not all(has_images):
+                raise UserError("a batch mixes prompts with and without images")
+            condition = self.image_condition([r.image for r in requests], settings)
+            if self.folder.expand_timesteps:
+                first_frame_mask = torch.ones_like(latents[:1, :1])
+                first_frame_mask[:, :, 0] = 0
+        elif self.folder.variant == "i2v-a14b":
+            raise UserError("i2v-a14b needs an image for every prompt (--images)")
+        scheduler = self.make_scheduler(settings)
+        for step, t in enumerate(scheduler.timesteps):
+            index, guidance = self._expert_for(t, settings)
+            self._place_experts(index)
+            if first_frame_mask is not None:  # 5B ti2v: clean first frame, per-token timestep 0 there
+                x = (1 - first_frame_mask) * condition + first_frame_mask * latents
+                timestep = (first_frame_mask[0, 0, :, ::self.patch, ::self.patch] * t).flatten().expand(b, -1)
+            elif condition is not None:  # A14B i2v: channel concat
+                x = torch.cat([latents, condition], dim=1)
+                timestep = t.expand(b)
+            else:
+                x, timestep = latents, t.expand(b)
+            x = x.to(self.dtype)
+            expert, (pos_ctx, neg_ctx) = self.experts[index], contexts(index)
+            if batched:  # conditional and unconditional passes in one batched forward
+                cond, uncond = expert(torch.cat([x, x]), torch.cat([timestep, timestep]), pos_ctx).chunk(2)
+            else:
+                cond = expert(x, timestep, pos_ctx)
+                uncond = expert(x, timestep, neg_ctx) if cfg else None
+            pred = uncond + guidance * (cond - uncond) if cfg else cond
+            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+            if on_step:
+                on_step(step, int(t), index)
+        if first_frame_mask is not None:
+            latents = (1 - first_frame_mask) * condition + first_frame_mask * latents
+        return latents
+
+    def decode(self, latents: torch.Tensor, settings: SampleSettings) -> np.ndarray:
+        """float32 frames [B, T, H, W, 3] in [0, 1]."""
+        self.vae.enable_tiling(max(settings.height, settings.width) > VAE_TILING_MIN_SIDE)
+        video = self.vae.decode(latents)
+        return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).cpu().numpy()
+
+    def __call__(self, requests: list[SampleRequest], settings: SampleSettings, on_step=None) -> np.ndarray:
+        self.check(settings)
+        return self.decode(self.denoise(requests, settings, on_step), settings)
