@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import sys
 import textwrap
 
@@ -128,6 +129,32 @@ def _add_sample_parser(sub) -> None:
     p.set_defaults(func=_cmd_sample)
 
 
+def _cmd_validate_dataset(args) -> int:
+    import json as _json
+
+    from wan_core.data.manifest import validate_dataset, write_report
+    from wan_core.fsutil import atomic_output_file
+
+    try:
+        results, thumbnails = validate_dataset(args.data_txt)
+    except UserError as exc:  # data.txt itself unreadable: exit 2 (PRODUCT.md §3.4)
+        print(_one_paragraph(f"error: {exc}"), file=sys.stderr)
+        return 2
+    valid = [r.entry for r in results if r.reason is None]
+    bad = [r for r in results if r.reason is not None]
+    for r in bad:
+        where = r.dataset if r.index is None else f"{r.dataset} entry {r.index} ({r.path})"
+        print(f"invalid: {where}: {r.reason}", file=sys.stderr)
+    if args.report_dir:
+        print(f"report: {write_report(Path(args.report_dir), args.data_txt, results, thumbnails)}")
+    if args.manifest_out:
+        with atomic_output_file(Path(args.manifest_out)) as f:
+            _json.dump(valid, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+    print(f"{len(results)} entries: {len(valid)} valid, {len(bad)} invalid")
+    return 1 if bad and not args.allow_invalid else 0
+
+
 def _cmd_demo(args) -> int:
     from wan_core.demo import run_demo
 
@@ -156,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_make_demo_dataset)
 
     _add_convert_parser(sub)
+    p = sub.add_parser("validate-dataset", help="check a data.txt dataset list; write a report and a manifest",
+                       description="Checks every data.json entry (schema, path inside its folder, file decodes, "
+                       "frames/fps/resolution match, caption, duplicates). Exit 0: all valid; 1: some invalid "
+                       "(0 with --allow-invalid); 2: data.txt unreadable.")
+    p.add_argument("--data-txt", required=True)
+    p.add_argument("--report-dir")
+    p.add_argument("--manifest-out")
+    p.add_argument("--allow-invalid", action="store_true")
+    p.set_defaults(func=_cmd_validate_dataset)
     _add_sample_parser(sub)
 
     p = sub.add_parser("demo", help="what `make demo` runs: the end-to-end local run on tiny weights and data")

@@ -1,0 +1,265 @@
+"""The seed's dataset format and its validation (`wan22 validate-dataset`).
+
+data.txt: one dataset a line, `folder,data.json` (relative paths resolve against data.txt's folder).
+data.json: a list of {"path", "cap", "num_frames", "fps", "resolution": {"height", "width"}}; `path` is
+relative to the dataset folder and may not leave it. The manifest of valid entries is one JSON list in
+the same format with an added "dataset" field and `path` made absolute; training reads it as
+`data.manifest`. Tolerances: resolution exact, fps within 1 %, frames within 5 % or 2 frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+from wan_core.errors import UserError
+
+FPS_TOLERANCE = 0.01
+FRAMES_TOLERANCE, FRAMES_SLACK = 0.05, 2
+MAX_THUMBNAILS = 6
+
+
+@dataclasses.dataclass
+class EntryResult:
+    dataset: str
+    index: int | None  # position in data.json (None: the dataset itself is bad)
+    path: str | None
+    reason: str | None  # None = valid
+    entry: dict | None = None  # manifest entry when valid
+
+
+def _read_text(path: Path, what: str) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} is not UTF-8 text") from None
+
+
+def read_data_txt(data_txt: str | Path) -> list[tuple[Path, Path, int]]:
+    """[(dataset folder, data.json, line number)]; UserError if data.txt itself cannot be read."""
+    data_txt = Path(data_txt)
+    try:
+        text = _read_text(data_txt, str(data_txt))
+    except FileNotFoundError:
+        raise UserError(f"{data_txt}: no such data.txt") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{data_txt}: cannot be read ({exc})") from None
+    base = data_txt.absolute().parent
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2 or not all(parts):
+            rows.append((None, None, n))
+            continue
+        folder, data_json = (Path(p) if Path(p).is_absolute() else base / p for p in parts)
+        rows.append((folder, data_json, n))
+    if not rows:
+        raise UserError(f"{data_txt}: no datasets listed (expected lines `folder,data.json`)")
+    return rows
+
+
+def _check_schema(entry) -> str | None:
+    if not isinstance(entry, dict):
+        return f"not an object but {type(entry).__name__}"
+    for key in ("path", "cap", "num_frames", "fps", "resolution"):
+        if key not in entry:
+            return f"missing field '{key}'"
+    if not isinstance(entry["path"], str) or not entry["path"].strip():
+        return "'path' must be a non-empty string"
+    if not isinstance(entry["cap"], str):
+        return f"'cap' must be a string, got {type(entry['cap']).__name__}"
+    if not entry["cap"].strip():
+        return "empty caption"
+    n = entry["num_frames"]
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        return f"'num_frames' must be a positive integer, got {n!r}"
+    fps = entry["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        return f"'fps' must be a positive number, got {fps!r}"
+    res = entry["resolution"]
+    if not isinstance(res, dict) or not all(
+            isinstance(res.get(k), int) and not isinstance(res.get(k), bool) and res.get(k) > 0
+            for k in ("height", "width")):
+        return f"'resolution' must be {{'height': int, 'width': int}} (positive), got {res!r}"
+    return None
+
+
+def resolve_inside(folder: Path, rel: str) -> tuple[Path | None, str | None]:
+    """The file for `rel` inside `folder`, or a reason why it may not be used (escapes, absolute)."""
+    if "\x00" in rel:
+        return None, "path contains a NUL byte"
+    p = Path(rel)
+    if p.is_absolute():
+        return None, "absolute path (paths must be relative to the dataset folder)"
+    if ".." in p.parts:
+        return None, "path escapes the dataset folder ('..')"
+    root = folder.resolve()
+    target = (folder / p).resolve()
+    if target != root and root not in target.parents:
+        return None, "path escapes the dataset folder (through a symlink)"
+    return target, None
+
+
+def probe_and_sample(path: Path) -> tuple[tuple[int, float, int, int] | None, str | None, object]:
+    """(frames, fps, height, width), reason, first frame (RGB ndarray): a container/stream probe plus one
+    decoded frame, never a full decode."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None, "no video stream", None
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            frames = stream.frames
+            if not frames and stream.duration and stream.time_base and fps:
+                frames = round(float(stream.duration * stream.time_base) * fps)
+            first = None
+            for frame in container.decode(stream):
+                first = frame.to_ndarray(format="rgb24")
+                break
+            if first is None:
+                return None, "no decodable frame", None
+            if not frames:  # count packets without decoding
+                container.seek(0)
+                frames = 1 + sum(1 for p in container.demux(stream) if p.size) - 1
+            return (int(frames), fps, first.shape[0], first.shape[1]), None, first
+    except av.error.FFmpegError as exc:
+        return None, f"cannot decode video ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})", None
+    except Exception as exc:  # never a traceback, whatever the file holds
+        return None, f"cannot decode video ({type(exc).__name__})", None
+
+
+def _compare(entry: dict, found: tuple[int, float, int, int]) -> str | None:
+    frames, fps, h, w = found
+    res = entry["resolution"]
+    if (h, w) != (res["height"], res["width"]):
+        return f"resolution mismatch: declared {res['height']}x{res['width']}, file is {h}x{w}"
+    if abs(fps - entry["fps"]) > FPS_TOLERANCE * entry["fps"]:
+        return f"fps mismatch: declared {entry['fps']}, file has {fps:.3f}"
+    declared = entry["num_frames"]
+    if abs(frames - declared) > max(FRAMES_SLACK, FRAMES_TOLERANCE * declared):
+        return f"frame count mismatch: declared {declared}, file has {frames}"
+    return None
+
+
+def validate_dataset(data_txt: str | Path) -> tuple[list[EntryResult], list]:
+    """Every entry of every dataset with its verdict, plus thumbnails [(name, frame)] of a few valid ones."""
+    results: list[EntryResult] = []
+    thumbnails = []
+    seen: set[Path] = set()
+    for folder, data_json, line in read_data_txt(data_txt):
+        if folder is None:
+            results.append(EntryResult(f"data.txt line {line}", None, None,
+                                       "malformed line (expected `folder,data.json`)"))
+            continue
+        name = str(folder)
+        if not folder.is_dir():
+            results.append(EntryResult(name, None, None, f"dataset folder {folder} does not exist"))
+            continue
+        try:
+            entries = json.loads(_read_text(data_json, str(data_json)))
+        except FileNotFoundError:
+            results.append(EntryResult(name, None, str(data_json), f"{data_json} does not exist"))
+            continue
+        except (OSError, ValueError) as exc:
+            results.append(EntryResult(name, None, str(data_json), f"{data_json} is not valid JSON ({exc})"))
+            continue
+        if not isinstance(entries, list):
+            results.append(EntryResult(name, None, str(data_json),
+                                       f"{data_json} must hold a JSON list of entries, not {type(entries).__name__}"))
+            continue
+        for i, entry in enumerate(entries):
+            rel = entry.get("path") if isinstance(entry, dict) and isinstance(entry.get("path"), str) else None
+            reason = _check_schema(entry)
+            target = None
+            if reason is None:
+                target, reason = resolve_inside(folder, rel)
+            if reason is None and target in seen:
+                reason = "duplicate of an earlier entry (same file)"
+            if reason is None and not target.is_file():
+                reason = "file does not exist" if not target.exists() else "not a regular file"
+            found = first = None
+            if reason is None:
+                found, reason, first = probe_and_sample(target)
+            if reason is None:
+                reason = _compare(entry, found)
+            if reason is not None:
+                results.append(EntryResult(name, i, rel, reason))
+                continue
+            seen.add(target)
+            clean = {"path": str(target), "cap": entry["cap"], "num_frames": entry["num_frames"], "fps": entry["fps"],
+                     "resolution": {"height": entry["resolution"]["height"], "width": entry["resolution"]["width"]},
+                     "dataset": name}
+            results.append(EntryResult(name, i, rel, None, clean))
+            if len(thumbnails) < MAX_THUMBNAILS:
+                thumbnails.append((f"{Path(rel).stem}-{len(thumbnails)}", first))
+    return results, thumbnails
+
+
+def manifest_hash(entries: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_report(report_dir: Path, data_txt: str, results: list[EntryResult], thumbnails: list) -> Path:
+    import base64
+    import html
+    import io
+
+    from PIL import Image
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    valid = [r for r in results if r.reason is None]
+    bad = [r for r in results if r.reason is not None]
+    thumbs_md, thumbs_html = [], []
+    (report_dir / "thumbnails").mkdir(exist_ok=True)
+    for name, frame in thumbnails:
+        im = Image.fromarray(frame)
+        im.thumbnail((160, 160))
+        im.save(report_dir / "thumbnails" / f"{name}.png")
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        thumbs_md.append(f"![{name}](thumbnails/{name}.png)")
+        thumbs_html.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,'
+                           f'{base64.b64encode(buf.getvalue()).decode()}">')
+    rows = [f"| {r.dataset} | {'' if r.index is None else r.index} | {r.path or ''} | {r.reason} |" for r in bad]
+    md = [f"# Dataset validation: {data_txt}", "", f"- entries checked: {len(results)}", f"- valid: {len(valid)}",
+          f"- invalid: {len(bad)}", ""]
+    if bad:
+        md += ["## Invalid entries", "", "| dataset | entry | file | reason |", "|---|---|---|---|", *rows, ""]
+    if thumbs_md:
+        md += ["## Sample frames", "", " ".join(thumbs_md), ""]
+    (report_dir / "report.md").write_text("\n".join(md))
+    table = "".join(f"<tr><td>{html.escape(r.dataset)}</td><td>{'' if r.index is None else r.index}</td>"
+                    f"<td>{html.escape(r.path or '')}</td><td>{html.escape(r.reason)}</td></tr>" for r in bad)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Dataset validation</title></head><body>"
+            f"<h3>Dataset validation</h3><p>{len(results)} entries: <b>{len(valid)} valid</b>, "
+            f"<b>{len(bad)} invalid</b></p>"
+            + (f"<table border=1 cellpadding=3><tr><th>dataset</th><th>entry</th><th>file</th><th>reason</th></tr>"
+               f"{table}</table>" if bad else "") + "<p>" + " ".join(thumbs_html) + "</p></body></html>\n")
+    (report_dir / "report.html").write_text(page)
+    return report_dir / "report.md"
+
+
+def load_manifest(path: str | Path) -> list[dict]:
+    """Entries of a manifest written by validate-dataset (absolute paths)."""
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"data.manifest {path}: cannot read ({exc})") from None
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"data.manifest {path}: expected a non-empty JSON list of entries")
+    for i, e in enumerate(entries):
+        reason = _check_schema(e)
+        if reason is None and not os.path.isabs(e["path"]):
+            reason = "path is not absolute (a manifest from validate-dataset holds absolute paths)"
+        if reason:
+            raise UserError(f"data.manifest {path}, entry {i}: {reason}")
+    return entries
