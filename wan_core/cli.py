@@ -155,6 +155,43 @@ def _cmd_validate_dataset(args) -> int:
     return 1 if bad and not args.allow_invalid else 0
 
 
+def _train_config(args):
+    from wan_core.train.config import from_mindspeed, load_config
+
+    if args.mm_data or args.mm_model:
+        if not (args.mm_data and args.mm_model) or args.config:
+            raise UserError("MindSpeed-MM configs need both --mm-data and --mm-model (and no --config)")
+        return from_mindspeed(args.mm_data, args.mm_model, args.set)
+    if not args.config:
+        raise UserError("give --config FILE (or MindSpeed-MM's --mm-data data.json --mm-model pretrain_model.json)")
+    return load_config(args.config, args.set)
+
+
+def _cmd_train(args) -> int:
+    from wan_core.train.trainer import run_training
+
+    cfg = _train_config(args)
+    last = run_training(cfg)
+    print(f"training finished at step {last.get('step')}; checkpoints in {cfg.save_path}")
+    return 0
+
+
+def _cmd_cache_features(args) -> int:
+    from wan_core.train.features import cache_features
+
+    out = cache_features(_train_config(args), args.out)
+    print(f"wrote features to {out}")
+    return 0
+
+
+def _add_train_args(p) -> None:
+    p.add_argument("--config", help="training config (YAML or JSON)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. "
+                   "--set train.iters=100 (repeatable)")
+    p.add_argument("--mm-data", help="MindSpeed-MM dataset config (data.json with dataset_param)")
+    p.add_argument("--mm-model", help="MindSpeed-MM pretrain_model*.json")
+
+
 def _cmd_demo(args) -> int:
     from wan_core.demo import run_demo
 
@@ -183,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_make_demo_dataset)
 
     _add_convert_parser(sub)
+    p = sub.add_parser("train", help="train one DiT (one process, or several under torchrun)")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("cache-features", help="encode a dataset once (VAE latents + text embeddings)")
+    _add_train_args(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_cache_features)
     p = sub.add_parser("validate-dataset", help="check a data.txt dataset list; write a report and a manifest",
                        description="Checks every data.json entry (schema, path inside its folder, file decodes, "
                        "frames/fps/resolution match, caption, duplicates). Exit 0: all valid; 1: some invalid "

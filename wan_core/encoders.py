@@ -79,3 +79,18 @@ class VideoVAE:
         z = latents.to(self.device, self.dtype)
         z = z / (1.0 / self.std.to(z.device, z.dtype)) + self.mean.to(z.device, z.dtype)
         return self.model.decode(z, return_dict=False)[0]
+
+
+def first_frame_condition(vae: VideoVAE, first_frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """I2V-A14B conditioning y = [mask(4) | VAE(first frame + zero frames)(z)] of shape [B, 4+z, T, h, w]
+    (reference §7 "Conditioning"; diffusers' WanImageToVideoPipeline.prepare_latents).
+    first_frames: [B, 3, H, W] in [-1, 1]."""
+    b, _, h, w = first_frames.shape
+    video = torch.cat([first_frames.unsqueeze(2), first_frames.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
+    latent = vae.encode(video)
+    lh, lw = latent.shape[3:]
+    mask = torch.zeros(b, 1, num_frames, lh, lw, device=latent.device)
+    mask[:, :, 0] = 1
+    mask = torch.cat([mask[:, :, :1].repeat_interleave(vae.temporal, dim=2), mask[:, :, 1:]], dim=2)
+    mask = mask.view(b, -1, vae.temporal, lh, lw).transpose(1, 2)
+    return torch.cat([mask, latent], dim=1)

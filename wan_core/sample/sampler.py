@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wan_core.encoders import TextEncoder, VideoVAE
+from wan_core.encoders import TextEncoder, VideoVAE, first_frame_condition
 from wan_core.errors import UserError
 from wan_core.sample.variants import ModelFolder, read_model_folder
 
@@ -134,18 +134,10 @@ class WanSampler:
 
         processor = VideoProcessor(vae_scale_factor=self.vae.spatial)
         pixels = torch.cat([processor.preprocess(img, height=settings.height, width=settings.width) for img in images])
-        pixels = pixels.to(self.device, torch.float32).unsqueeze(2)
+        pixels = pixels.to(self.device, torch.float32)
         if self.folder.expand_timesteps:
-            return self.vae.encode(pixels)
-        b, _, _, h, w = pixels.shape
-        video = torch.cat([pixels, pixels.new_zeros(b, 3, settings.frames - 1, h, w)], dim=2)
-        latent = self.vae.encode(video)
-        t, lh, lw = latent.shape[2:]
-        mask = torch.zeros(b, 1, settings.frames, lh, lw, device=latent.device)
-        mask[:, :, 0] = 1
-        mask = torch.cat([mask[:, :, :1].repeat_interleave(self.vae.temporal, dim=2), mask[:, :, 1:]], dim=2)
-        mask = mask.view(b, -1, self.vae.temporal, lh, lw).transpose(1, 2)
-        return torch.cat([mask, latent], dim=1)
+            return self.vae.encode(pixels.unsqueeze(2))
+        return first_frame_condition(self.vae, pixels, settings.frames)
 
     def _expert_for(self, t: torch.Tensor, settings: SampleSettings):
         boundary = self.folder.boundary_ratio

@@ -1,0 +1,279 @@
+"""The training config: one typed file (YAML or JSON), validated up front, `--set a.b=c` overrides.
+
+MindSpeed-MM's own files (dataset config `data.json` + `pretrain_model*.json`) map onto the same keys.
+Relative paths resolve against the config file's folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wan_core.errors import UserError
+from wan_core.model.config import VARIANTS
+
+TASKS = {"ti2v-5b": ("t2v", "ti2v"), "t2v-a14b": ("t2v",), "i2v-a14b": ("i2v",)}
+CP_ALGOS = {"ulysses": "ulysses", "ring": "ring", "usp": "usp", "ulysses_cp_algo": "ulysses",
+            "megatron_cp_algo": "ring", "hybrid_cp_algo": "usp"}
+
+
+@dataclasses.dataclass
+class ModelSection:
+    from_pretrained: str
+    variant: str
+    task: str | None = None
+    expert: str | None = None  # high | low (A14B)
+
+
+@dataclasses.dataclass
+class DataSection:
+    data_txt: str | None = None
+    manifest: str | None = None
+    features: str | None = None  # a `wan22 cache-features` folder: train without running the encoders
+    num_frames: int = 17
+    height: int = 64
+    width: int = 64
+    fps: float = 16.0
+    caption_dropout: float = 0.0
+    first_frame_prob: float = 1.0
+    ti2v_loss: str = "exclude_first_frame"  # or "all_frames" (MindSpeed-MM / DiffSynth v1)
+    num_workers: int = 0
+
+
+@dataclasses.dataclass
+class TrainSection:
+    iters: int = 10
+    save_interval: int = 100
+    seed: int = 1234
+    lr: float = 1e-5
+    weight_decay: float = 1e-2
+    clip_grad: float = 1.0
+    warmup: int = 0
+    micro_batch_size: int = 1
+    grad_accum: int = 1
+    dtype: str = "fp32"
+    activation_checkpointing: bool = False
+    keep_last: int = 2
+    log_interval: int = 1
+
+
+@dataclasses.dataclass
+class ParallelSection:
+    cp: int = 1
+    cp_algo: str = "ulysses"
+    ulysses_degree: int | None = None
+    timeout_s: int = 600
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: ModelSection
+    save_path: str
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    train: TrainSection = dataclasses.field(default_factory=TrainSection)
+    parallel: ParallelSection = dataclasses.field(default_factory=ParallelSection)
+    load_path: str | None = None
+    allow_random_init: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- building from a dict, field by field ------------------------------------------------------------
+def _coerce(value, annotation, where: str):
+    args = typing.get_args(annotation)
+    if args and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"config {where}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"config {where}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"config {where}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"config {where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls, raw: dict, where: str):
+    if not isinstance(raw, dict):
+        raise UserError(f"config {where or 'file'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise UserError(f"config {where + '.' if where else ''}{unknown[0]}: unknown key (known: "
+                        f"{', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"config {key}: required")
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw[name], key)
+        else:
+            kwargs[name] = _coerce(raw[name], hint, key)
+    return cls(**kwargs)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`a.b=c` assignments; values parsed as YAML scalars (numbers, true/false, null, strings)."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {key}: {part} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return raw
+
+
+def _resolve_paths(cfg: TrainConfig, base: Path) -> None:
+    def fix(p):
+        if p is None or "://" in p or Path(p).is_absolute():
+            return p
+        return str((base / p).resolve())
+
+    cfg.model.from_pretrained = fix(cfg.model.from_pretrained)
+    cfg.save_path = fix(cfg.save_path)
+    cfg.load_path = fix(cfg.load_path)
+    cfg.data.data_txt, cfg.data.manifest, cfg.data.features = (fix(cfg.data.data_txt), fix(cfg.data.manifest),
+                                                               fix(cfg.data.features))
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    m, d, t, p = cfg.model, cfg.data, cfg.train, cfg.parallel
+    if m.variant not in VARIANTS:
+        raise UserError(f"config model.variant: {m.variant!r} is not one of {', '.join(VARIANTS)}")
+    m.task = m.task or TASKS[m.variant][0]
+    if m.task not in TASKS[m.variant]:
+        raise UserError(f"config model.task: {m.task!r} is not a task of {m.variant} ({', '.join(TASKS[m.variant])})")
+    if m.variant.endswith("a14b"):
+        if m.expert not in ("high", "low"):
+            raise UserError(f"config model.expert: required for {m.variant}: 'high' or 'low' (got {m.expert!r})")
+    elif m.expert not in (None, "high"):
+        raise UserError(f"config model.expert: {m.variant} has one expert; leave it out")
+    if sum(x is not None for x in (d.data_txt, d.manifest, d.features)) != 1:
+        raise UserError("config data: give exactly one of data.data_txt, data.manifest, data.features")
+    if d.num_frames < 1 or (d.num_frames - 1) % 4:
+        raise UserError(f"config data.num_frames: must be 4n+1, got {d.num_frames}")
+    multiple = 32 if m.variant == "ti2v-5b" else 16
+    for name in ("height", "width"):
+        if getattr(d, name) <= 0 or getattr(d, name) % multiple:
+            raise UserError(f"config data.{name}: must be a positive multiple of {multiple} for {m.variant}, "
+                            f"got {getattr(d, name)}")
+    for name in ("caption_dropout", "first_frame_prob"):
+        if not 0.0 <= getattr(d, name) <= 1.0:
+            raise UserError(f"config data.{name}: must be in [0, 1], got {getattr(d, name)}")
+    if d.fps <= 0:
+        raise UserError(f"config data.fps: must be positive, got {d.fps}")
+    if d.ti2v_loss not in ("exclude_first_frame", "all_frames"):
+        raise UserError(f"config data.ti2v_loss: 'exclude_first_frame' or 'all_frames', got {d.ti2v_loss!r}")
+    for name in ("iters", "save_interval", "micro_batch_size", "grad_accum", "keep_last", "log_interval"):
+        if getattr(t, name) < 1:
+            raise UserError(f"config train.{name}: must be at least 1, got {getattr(t, name)}")
+    for name in ("lr", "weight_decay", "clip_grad", "warmup"):
+        if getattr(t, name) < 0:
+            raise UserError(f"config train.{name}: must not be negative, got {getattr(t, name)}")
+    if t.dtype not in ("fp32", "bf16"):
+        raise UserError(f"config train.dtype: 'fp32' or 'bf16', got {t.dtype!r}")
+    if p.cp_algo not in CP_ALGOS:
+        raise UserError(f"config parallel.cp_algo: one of ulysses, ring, usp (or MindSpeed-MM's "
+                        f"ulysses_cp_algo, megatron_cp_algo, hybrid_cp_algo), got {p.cp_algo!r}")
+    p.cp_algo = CP_ALGOS[p.cp_algo]
+    if p.cp < 1:
+        raise UserError(f"config parallel.cp: must be at least 1, got {p.cp}")
+    return cfg
+
+
+def config_from_dict(raw: dict, base: Path) -> TrainConfig:
+    cfg = _build(TrainConfig, raw, "")
+    _resolve_paths(cfg, base)
+    return validate(cfg)
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"config {path}: {exc.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({exc})") from None
+    return raw if raw is not None else {}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    raw = read_config_file(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"config {path}: expected a mapping at the top level")
+    if "dataset_param" in raw or "predictor" in raw:
+        raise UserError(f"config {path}: this is a MindSpeed-MM file; pass it as --mm-data / --mm-model")
+    return config_from_dict(apply_overrides(raw, overrides or []), Path(path).absolute().parent)
+
+
+# -- MindSpeed-MM's files ---------------------------------------------------------------------------
+def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Map MindSpeed-MM's dataset config + pretrain_model*.json onto a TrainConfig (save_path and
+    train.* come from --set, as the seed's shell scripts pass them)."""
+    data_raw, model_raw = read_config_file(data_json), read_config_file(model_json)
+    base = Path(data_json).absolute().parent
+    try:
+        dp = data_raw["dataset_param"]
+        basic, pre = dp.get("basic_parameters", {}), dp.get("preprocess_parameters", {})
+        predictor = model_raw["predictor"]
+    except (KeyError, TypeError):
+        raise UserError(f"{data_json} / {model_json}: expected MindSpeed-MM's dataset_param and predictor sections") \
+            from None
+    in_dim = predictor.get("in_dim")
+    variant = {48: "ti2v-5b", 36: "i2v-a14b", 16: "t2v-a14b"}.get(in_dim)
+    if variant is None:
+        raise UserError(f"{model_json}: predictor.in_dim {in_dim} is not a Wan2.2 variant (48, 16 or 36)")
+    pretrained = (model_raw.get("ae") or {}).get("from_pretrained") or (
+        data_raw.get("tokenizer_config") or dp.get("tokenizer_config") or {}).get("from_pretrained")
+    if not pretrained:
+        raise UserError(f"{model_json}: no ae.from_pretrained to find the diffusers folder")
+    diffusion = model_raw.get("diffusion", {})
+    expert = None
+    if variant != "ti2v-5b":
+        expert = "high" if float(diffusion.get("min_timestep_boundary", 0)) == 0.0 else "low"
+    task = {"ti2v": "ti2v", "t2v": "t2v", "wan2.2-i2v": "i2v", "i2v": "i2v"}.get(model_raw.get("task") or
+                                                                              predictor.get("model_type"), None)
+    raw = {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": variant, "task": task,
+                     "expert": expert},
+           "data": {"data_txt": basic.get("data_path"), "num_frames": pre.get("num_frames", 49),
+                    "height": pre.get("max_height", 480), "width": pre.get("max_width", 832),
+                    "fps": float(pre.get("train_fps", 16))},
+           "save_path": "save"}
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, base)

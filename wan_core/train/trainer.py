@@ -1,0 +1,297 @@
+"""`wan22 train`: the training loop, in small overridable steps (torchtitan's shape).
+
+One process here; the parallel issue adds the device mesh, FSDP2 and context parallelism. Data order,
+noise and timesteps come from the seed and the global sample position (wan_core.data.dataset), so a
+resumed run repeats exactly what an uninterrupted one would do.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from wan_core.errors import UserError
+from wan_core.train import objective
+from wan_core.train.checkpoint import CheckpointManager
+from wan_core.train.config import TrainConfig
+
+log = logging.getLogger("wan22.train")
+METRICS = "metrics.jsonl"
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def provenance(cfg: TrainConfig, manifest_digest: str | None) -> dict:
+    import wan_core
+
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(wan_core.__file__).parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"package": "wan22-kubeflow", "version": wan_core.__version__, "git_commit": commit,
+            "config_hash": cfg.digest(), "data_manifest_hash": manifest_digest, "torch": torch.__version__}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
+        from wan_core.device import default_device
+
+        self.cfg = cfg
+        self.device = device or default_device()
+        self.save_path = Path(cfg.save_path)
+        self.dp_rank, self.dp_size = 0, 1
+        self.compute_dtype = torch.bfloat16 if cfg.train.dtype == "bf16" else torch.float32
+        self.lo, self.hi = objective.index_range(cfg.model.variant, cfg.model.expert)
+        self.entries, self.manifest_digest, self.features = self.build_data_source()
+        self.model = self.build_model()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8,
+                                           weight_decay=cfg.train.weight_decay)
+        warmup = cfg.train.warmup
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        self.checkpoints = CheckpointManager(self.save_path, cfg.train.keep_last)
+        self.step = 0
+        self.encoders = None
+
+    # -- building blocks ---------------------------------------------------------------------------
+    def build_data_source(self):
+        from wan_core.data.manifest import load_manifest, manifest_hash, validate_dataset
+
+        d = self.cfg.data
+        if d.features:
+            from wan_core.train.features import FeatureStore
+
+            store = FeatureStore(d.features)
+            store.check_compatible(self.cfg)
+            return None, store.digest, store
+        if d.manifest:
+            entries = load_manifest(d.manifest)
+        else:
+            results, _ = validate_dataset(d.data_txt)
+            entries = [r.entry for r in results if r.reason is None]
+            bad = len(results) - len(entries)
+            if bad:
+                log.warning("%d invalid dataset entries skipped (run wan22 validate-dataset for the report)", bad)
+            if not entries:
+                raise UserError(f"data.data_txt {d.data_txt}: no valid entries")
+        return entries, manifest_hash(entries), None
+
+    def build_model(self):
+        import wan_core
+        from wan_core.model.dit import WanDiT
+
+        cfg = self.cfg
+        source = cfg.load_path or str(Path(cfg.model.from_pretrained) /
+                                      ("transformer_2" if cfg.model.expert == "low" else "transformer"))
+        try:
+            model = wan_core.load_dit(source, dtype=torch.float32)
+        except UserError as exc:
+            if not cfg.allow_random_init:
+                raise UserError(f"cannot load the initial weights ({exc}). Fix load_path / model.from_pretrained, or "
+                                "set allow_random_init: true to train from random weights on purpose") from None
+            from wan_core.model.config import WanConfig
+
+            config_path = Path(cfg.model.from_pretrained) / "transformer" / "config.json"
+            if not config_path.is_file():
+                raise UserError(f"allow_random_init needs the architecture: {config_path} is missing") from None
+            log.warning("training from random weights (allow_random_init): %s", exc)
+            torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
+            model = WanDiT(WanConfig.from_json_file(config_path))
+        return model.to(self.device).train()
+
+    def build_encoders(self):
+        from wan_core.encoders import TextEncoder, VideoVAE
+
+        folder = self.cfg.model.from_pretrained
+        text = TextEncoder(folder, dtype=torch.float32, device=self.device)
+        vae = VideoVAE(folder, dtype=torch.float32, device=self.device)
+        for m in (text.model, vae.model):
+            m.requires_grad_(False)
+        return text, vae
+
+    def build_loader(self, start_step: int):
+        from wan_core.data.dataset import PositionSampler, VideoClipDataset, collate
+
+        t, d = self.cfg.train, self.cfg.data
+        dataset = self.features.dataset(self.cfg.train.seed) if self.features else VideoClipDataset(
+            self.entries, d.num_frames, d.height, d.width, d.fps, t.seed)
+        sampler = PositionSampler(start_step, t.iters, t.micro_batch_size, self.dp_size, t.grad_accum, self.dp_rank)
+        return torch.utils.data.DataLoader(dataset, batch_size=t.micro_batch_size, sampler=sampler,
+                                           num_workers=d.num_workers, collate_fn=collate,
+                                           persistent_workers=False)
+
+    # -- one micro-batch ---------------------------------------------------------------------------
+    def per_sample_draws(self, batch: dict, latent_shape) -> dict:
+        """Timestep index, noise and dropouts of each sample, from (seed, global position) only."""
+        from wan_core.data.dataset import sample_generator
+
+        idx, noise, drop, first = [], [], [], []
+        for p in batch["position"].tolist():
+            g = sample_generator(self.cfg.train.seed, p)
+            idx.append(int(torch.randint(self.lo, self.hi, (1,), generator=g)))
+            noise.append(torch.randn(latent_shape, generator=g))
+            drop.append(float(torch.rand(1, generator=g)) < self.cfg.data.caption_dropout)
+            first.append(float(torch.rand(1, generator=g)) < self.cfg.data.first_frame_prob)
+        return {"index": torch.tensor(idx), "noise": torch.stack(noise).to(self.device), "drop": drop, "first": first}
+
+    def encode(self, batch: dict, drop: list[bool]):
+        """(x0 latents, text context, i2v condition or None) for a batch (cached features or online)."""
+        if "latents" in batch:
+            empty = self.features.empty_text
+            text = torch.stack([empty if dr else t for t, dr in zip(batch["text"], drop)])
+            cond = batch.get("condition")
+            return (batch["latents"].to(self.device), text.to(self.device),
+                    None if cond is None else cond.to(self.device))
+        if self.encoders is None:
+            self.encoders = self.build_encoders()
+        text_encoder, vae = self.encoders
+        video = batch["video"].to(self.device)
+        x0 = vae.encode(video)
+        text = text_encoder.encode(["" if dr else c for c, dr in zip(batch["caption"], drop)])
+        cond = None
+        if self.cfg.model.task == "i2v":
+            from wan_core.encoders import first_frame_condition
+
+            cond = first_frame_condition(vae, video[:, :, 0], video.shape[2])
+        return x0, text, cond
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        cfg = self.cfg
+        draws = None
+        with torch.no_grad():
+            if "latents" in batch:
+                shape = batch["latents"].shape[1:]
+            else:
+                d = cfg.data
+                z = 48 if cfg.model.variant == "ti2v-5b" else 16
+                s = 16 if cfg.model.variant == "ti2v-5b" else 8
+                shape = (z, (d.num_frames - 1) // 4 + 1, d.height // s, d.width // s)
+            draws = self.per_sample_draws(batch, shape)
+            x0, text, cond = self.encode(batch, draws["drop"])
+            noise = draws["noise"]
+            if cfg.model.task == "ti2v" and cfg.data.ti2v_loss == "all_frames":
+                # MindSpeed-MM / DiffSynth v1: the first frame's noise is its clean latent (target there ~ 0)
+                first = torch.tensor(draws["first"], device=self.device).view(-1, 1, 1, 1)
+                noise = noise.clone()
+                noise[:, :, 0] = torch.where(first, x0[:, :, 0], noise[:, :, 0])
+            x_t, target, t, weight = objective.noisy_input(x0, noise, draws["index"])
+            timestep = t
+            loss_mask = torch.ones_like(x0[:, :1])
+            if cfg.model.task == "ti2v":
+                frame_tokens = (x0.shape[3] // 2) * (x0.shape[4] // 2)
+                timestep = t[:, None].expand(-1, x0.shape[2] * frame_tokens).clone()
+                for b, use_first in enumerate(draws["first"]):
+                    if use_first:
+                        x_t[b, :, 0] = x0[b, :, 0]  # the clean conditioning frame
+                        timestep[b, :frame_tokens] = 0.0
+                        if cfg.data.ti2v_loss == "exclude_first_frame":
+                            loss_mask[b, :, 0] = 0.0
+            model_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == torch.bfloat16):
+            pred = self.model(model_in, timestep, text)
+        se = (pred.float() - target.float()) ** 2 * loss_mask
+        per_sample = se.flatten(1).sum(1) / (loss_mask.flatten(1).sum(1) * se.shape[1])
+        return (per_sample * weight).mean()
+
+    # -- one optimizer step ------------------------------------------------------------------------
+    def train_step(self, micro_batches: list[dict]) -> dict:
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for batch in micro_batches:
+            loss = self.loss(batch) / len(micro_batches)
+            loss.backward()
+            total += float(loss.detach())
+        clip = self.cfg.train.clip_grad
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        if not math.isfinite(total) or not math.isfinite(float(grad_norm)):
+            raise TrainingDiverged(f"step {self.step + 1}: loss {total} / grad norm {float(grad_norm)} is not finite; "
+                                   f"stopping (last checkpoint: {self.checkpoints.latest()}). Lower train.lr or check "
+                                   "the data")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.lr_schedule.step()
+        samples = sum(len(b["position"]) for b in micro_batches) * self.dp_size
+        return {"step": self.step + 1, "loss": total, "lr": lr, "grad_norm": float(grad_norm),
+                "samples_per_s": samples / (time.perf_counter() - t0)}
+
+    # -- state ---------------------------------------------------------------------------------------
+    def trainer_state(self) -> dict:
+        t = self.cfg.train
+        return {"step": self.step,
+                "sampler_position": self.step * t.micro_batch_size * self.dp_size * t.grad_accum,
+                "lr_schedule": self.lr_schedule.state_dict(), "provenance": provenance(self.cfg, self.manifest_digest),
+                "config": self.cfg.to_dict()}
+
+    def save(self) -> None:
+        self.checkpoints.save(self.step, self.model, self.optimizer, self.trainer_state())
+
+    def resume(self) -> None:
+        step = self.checkpoints.latest()
+        if step is None:
+            return
+        state = self.checkpoints.load(step, self.model, self.optimizer)
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.step = state["step"]
+        log.info("resumed from %s at step %d", self.save_path, self.step)
+
+    def truncate_metrics(self) -> None:
+        """After a resume, drop metrics lines past the restored step so each step appears once."""
+        path = self.save_path / METRICS
+        if not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg = self.cfg
+        self.save_path.mkdir(parents=True, exist_ok=True)
+        self.resume()
+        if self.step >= cfg.train.iters:
+            log.info("nothing to do: step %d >= train.iters %d", self.step, cfg.train.iters)
+            return {"step": self.step}
+        self.truncate_metrics()
+        (self.save_path / "config.resolved.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        writer = SummaryWriter(str(self.save_path / "tensorboard"), purge_step=self.step + 1)
+        loader = iter(self.build_loader(self.step))
+        last = {}
+        with open(self.save_path / METRICS, "a") as metrics_file:
+            while self.step < cfg.train.iters:
+                micro = [next(loader) for _ in range(cfg.train.grad_accum)]
+                last = self.train_step(micro)
+                self.step += 1
+                metrics_file.write(json.dumps(last) + "\n")
+                metrics_file.flush()
+                for key in ("loss", "lr", "grad_norm", "samples_per_s"):
+                    writer.add_scalar(f"train/{key}", last[key], self.step)
+                if self.step % cfg.train.log_interval == 0 or self.step == cfg.train.iters:
+                    print(f"step {self.step}/{cfg.train.iters} loss {last['loss']:.5f} lr {last['lr']:.2e} "
+                          f"grad_norm {last['grad_norm']:.3f} {last['samples_per_s']:.2f} samples/s",
+                          file=sys.stderr, flush=True)
+                if self.step % cfg.train.save_interval == 0 or self.step == cfg.train.iters:
+                    self.save()
+        writer.close()
+        return last
+
+
+def run_training(cfg: TrainConfig) -> dict:
+    torch.manual_seed(cfg.train.seed)
+    threads = os.environ.get("WAN22_TORCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return Trainer(cfg).train()
