@@ -104,3 +104,15 @@ def test_bf16_follows_diffusers_precision_placement(preset, per_token):
     assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
     assert rel_err(got, expected) < BF16_VS_DIFFUSERS
     assert rel_err(got, fp32_out) < BF16_VS_FP32
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    cfg, _, ours = make_pair("tiny-ti2v")
+    x, t, ctx = inputs(cfg, per_token=True)
+    ours(x, t, ctx).square().mean().backward()
+    plain = {n: p.grad.clone() for n, p in ours.named_parameters()}
+    ours.zero_grad()
+    ours.enable_activation_checkpointing(every=1)
+    ours(x, t, ctx).square().mean().backward()
+    for n, p in ours.named_parameters():
+        assert torch.equal(p.grad, plain[n]), n

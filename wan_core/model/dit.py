@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from wan_core.model import kernels
@@ -175,6 +176,11 @@ class WanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
         self.blocks = nn.ModuleList(WanBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
+        self.checkpoint_every = 0  # activation checkpointing: recompute every n-th block in backward (0: off)
+
+    def enable_activation_checkpointing(self, every: int = 1) -> None:
+        """Recompute the activations of every `every`-th block during backward instead of storing them."""
+        self.checkpoint_every = every
 
     # -- dtype handling ----------------------------------------------------------------------------
     def to_compute_dtype(self, dtype: torch.dtype) -> "WanDiT":
@@ -228,8 +234,11 @@ class WanDiT(nn.Module):
         else:
             context, kvs = self.text_embedding(encoder_hidden_states.to(dtype)), [None] * len(self.blocks)
 
-        for block, kv in zip(self.blocks, kvs):
-            x = block(x, context, e0, rope, kv_mask, context_kv=kv)
+        for i, (block, kv) in enumerate(zip(self.blocks, kvs)):
+            if self.checkpoint_every and torch.is_grad_enabled() and i % self.checkpoint_every == 0:
+                x = torch.utils.checkpoint.checkpoint(block, x, context, e0, rope, kv_mask, kv, use_reentrant=False)
+            else:
+                x = block(x, context, e0, rope, kv_mask, context_kv=kv)
 
         x = self.head(x, e)
         x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +21,9 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_file
+
+# one process without a process group is a supported DCP mode; its warning says nothing to our users
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 LATEST = "latest_checkpointed_iteration.txt"
 STATE_FILE = "trainer_state.json"

@@ -267,8 +267,10 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
     expert = None
     if variant != "ti2v-5b":
         expert = "high" if float(diffusion.get("min_timestep_boundary", 0)) == 0.0 else "low"
-    task = {"ti2v": "ti2v", "t2v": "t2v", "wan2.2-i2v": "i2v", "i2v": "i2v"}.get(model_raw.get("task") or
-                                                                              predictor.get("model_type"), None)
+    # MindSpeed-MM says task "i2v" for 5B first-frame training (model_type "ti2v")
+    task = {"ti2v-5b": {"i2v": "ti2v", "ti2v": "ti2v", "t2v": "t2v"}, "t2v-a14b": {"t2v": "t2v"},
+            "i2v-a14b": {"i2v": "i2v", "wan2.2-i2v": "i2v"}}[variant].get(model_raw.get("task") or
+                                                                         predictor.get("model_type"))
     raw = {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": variant, "task": task,
                      "expert": expert},
            "data": {"data_txt": basic.get("data_path"), "num_frames": pre.get("num_frames", 49),

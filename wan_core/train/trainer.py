@@ -48,6 +48,9 @@ class Trainer:
         from wan_core.device import default_device
 
         self.cfg = cfg
+        if cfg.parallel.cp > 1:
+            raise UserError(f"parallel.cp={cfg.parallel.cp} needs one process per CP rank: context parallelism is not "
+                            "available in this version of wan22 train; set parallel.cp: 1")
         self.device = device or default_device()
         self.save_path = Path(cfg.save_path)
         self.dp_rank, self.dp_size = 0, 1
@@ -108,6 +111,8 @@ class Trainer:
             log.warning("training from random weights (allow_random_init): %s", exc)
             torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
             model = WanDiT(WanConfig.from_json_file(config_path))
+        if cfg.train.activation_checkpointing:
+            model.enable_activation_checkpointing()
         return model.to(self.device).train()
 
     def build_encoders(self):
@@ -203,6 +208,20 @@ class Trainer:
         se = (pred.float() - target.float()) ** 2 * loss_mask
         per_sample = se.flatten(1).sum(1) / (loss_mask.flatten(1).sum(1) * se.shape[1])
         return (per_sample * weight).mean()
+
+    @torch.no_grad()
+    def evaluate(self, positions: list[int]) -> float:
+        """Mean loss over fixed global positions (same draws every call): a noise-free progress measure."""
+        from wan_core.data.dataset import VideoClipDataset, collate
+
+        d = self.cfg.data
+        dataset = self.features.dataset(self.cfg.train.seed) if self.features else VideoClipDataset(
+            self.entries, d.num_frames, d.height, d.width, d.fps, self.cfg.train.seed)
+        was_training = self.model.training
+        self.model.eval()
+        losses = [float(self.loss(collate([dataset[p]]))) for p in positions]
+        self.model.train(was_training)
+        return sum(losses) / len(losses)
 
     # -- one optimizer step ------------------------------------------------------------------------
     def train_step(self, micro_batches: list[dict]) -> dict:
