@@ -292,3 +292,31 @@ def test_example_configs_load():
     for path in paths:
         cfg = load_config(path)
         assert cfg.model.variant in path.replace("5B", "ti2v-5b").lower() or cfg.model.variant.split("-")[1] in path.lower()
+
+
+def test_fsspec_save_path_and_resume_from_it(tmp_path, tiny_checkpoints, demo, monkeypatch):
+    """A save_path URL (here fsspec's in-memory filesystem) receives complete checkpoints, pointer last,
+    and a new trainer with an empty staging folder resumes from it."""
+    import fsspec
+
+    from wan_core.train.trainer import Trainer
+
+    monkeypatch.setenv("WAN22_STAGING_DIR", str(tmp_path / "staging"))
+    path = write_config(tmp_path, tiny_checkpoints["t2v-a14b"], demo, "t2v-a14b", expert="high", iters=4,
+                        save_interval=2)
+    fs = fsspec.filesystem("memory")
+    url = f"memory://runs/{tmp_path.name}"
+    Trainer(load_config(path, [f"save_path={url}", "train.iters=2"])).train()
+    root = f"/runs/{tmp_path.name}"
+    assert fs.cat_file(f"{root}/latest_checkpointed_iteration.txt").decode().strip() == "2"
+    assert fs.exists(f"{root}/iter_0000002/.metadata") and fs.exists(f"{root}/metrics.jsonl")
+    import shutil
+
+    shutil.rmtree(tmp_path / "staging")  # a new pod: nothing local
+    Trainer(load_config(path, [f"save_path={url}"])).train()
+    assert fs.cat_file(f"{root}/latest_checkpointed_iteration.txt").decode().strip() == "4"
+    lines = fs.cat_file(f"{root}/metrics.jsonl").decode().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+    # the same run locally gives the same losses
+    Trainer(load_config(path)).train()
+    assert [json.loads(x)["loss"] for x in lines] == [m["loss"] for m in metrics(tmp_path / "save")]

@@ -57,10 +57,64 @@ def _barrier():
         torch.distributed.barrier()
 
 
+def staging_dir(url: str) -> Path:
+    """The local folder that stands in for a remote save_path while training."""
+    import hashlib
+    import tempfile
+
+    root = Path(os.environ.get("WAN22_STAGING_DIR", Path(tempfile.gettempdir()) / "wan22-runs"))
+    return root / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+class RemoteMirror:
+    """Keeps an fsspec save_path (object storage, another filesystem) in step with the local staging
+    folder: complete checkpoints and metrics are uploaded, the pointer file last, so a reader of the
+    remote folder never sees an incomplete iteration as the latest."""
+
+    def __init__(self, url: str, local: Path):
+        from wan_core.storage import Location
+
+        self.remote, self.local = Location(url), local
+
+    def pull(self) -> None:
+        fs, root = self.remote.fs, self.remote.path.rstrip("/")
+        if not fs.exists(f"{root}/{LATEST}"):
+            return
+        self.local.mkdir(parents=True, exist_ok=True)
+        step = int(fs.cat_file(f"{root}/{LATEST}").decode().strip())
+        name = iteration_dir(Path(), step).name
+        shutil.rmtree(self.local / name, ignore_errors=True)
+        fs.get(f"{root}/{name}/", str(self.local / name) + "/", recursive=True)
+        for extra in ("metrics.jsonl",):
+            if fs.exists(f"{root}/{extra}"):
+                fs.get(f"{root}/{extra}", str(self.local / extra))
+        (self.local / LATEST).write_text(f"{step}\n")
+
+    def push(self, step: int | None, keep: list[str], files: tuple[str, ...] = ("metrics.jsonl",)) -> None:
+        fs, root = self.remote.fs, self.remote.path.rstrip("/")
+        fs.makedirs(root, exist_ok=True)
+        if step is not None:
+            name = iteration_dir(Path(), step).name
+            fs.put(str(self.local / name) + "/", f"{root}/{name}/", recursive=True)
+        for extra in files:
+            path = self.local / extra
+            if path.is_dir():
+                fs.put(str(path) + "/", f"{root}/{extra}/", recursive=True)
+            elif path.is_file():
+                fs.put(str(path), f"{root}/{extra}")
+        if step is not None:
+            fs.pipe_file(f"{root}/{LATEST}", f"{step}\n".encode())  # last: the iteration is complete
+            for p in fs.ls(root, detail=False):
+                base = p.rstrip("/").rsplit("/", 1)[-1]
+                if re.fullmatch(r"iter_\d{7}", base) and base not in keep:
+                    fs.rm(p, recursive=True)
+
+
 class CheckpointManager:
-    def __init__(self, save_path: str | Path, keep_last: int):
+    def __init__(self, save_path: str | Path, keep_last: int, mirror: RemoteMirror | None = None):
         self.save_path = Path(save_path)
         self.keep_last = keep_last
+        self.mirror = mirror
 
     def latest(self) -> int | None:
         return latest_iteration(self.save_path)
@@ -84,6 +138,8 @@ class CheckpointManager:
             with atomic_output_file(self.save_path / LATEST) as f:
                 f.write(f"{step}\n")
             self.prune(step)
+            if self.mirror is not None:
+                self.mirror.push(step, keep=[p.name for p in self.save_path.glob("iter_*")])
         _barrier()
         return final
 

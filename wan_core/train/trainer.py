@@ -51,8 +51,17 @@ class Trainer:
         if cfg.parallel.cp > 1:
             raise UserError(f"parallel.cp={cfg.parallel.cp} needs one process per CP rank: context parallelism is not "
                             "available in this version of wan22 train; set parallel.cp: 1")
+        from wan_core.storage import is_url
+        from wan_core.train.checkpoint import RemoteMirror, staging_dir
+
         self.device = device or default_device()
-        self.save_path = Path(cfg.save_path)
+        # an fsspec save_path is staged locally and mirrored: checkpoints, then the pointer, uploaded
+        self.mirror = None
+        if is_url(cfg.save_path):
+            self.save_path = staging_dir(cfg.save_path)
+            self.mirror = RemoteMirror(cfg.save_path, self.save_path)
+        else:
+            self.save_path = Path(cfg.save_path)
         self.dp_rank, self.dp_size = 0, 1
         self.compute_dtype = torch.bfloat16 if cfg.train.dtype == "bf16" else torch.float32
         self.lo, self.hi = objective.index_range(cfg.model.variant, cfg.model.expert)
@@ -63,7 +72,7 @@ class Trainer:
         warmup = cfg.train.warmup
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        self.checkpoints = CheckpointManager(self.save_path, cfg.train.keep_last)
+        self.checkpoints = CheckpointManager(self.save_path, cfg.train.keep_last, self.mirror)
         self.step = 0
         self.encoders = None
 
@@ -280,6 +289,8 @@ class Trainer:
 
         cfg = self.cfg
         self.save_path.mkdir(parents=True, exist_ok=True)
+        if self.mirror is not None:
+            self.mirror.pull()
         self.resume()
         if self.step >= cfg.train.iters:
             log.info("nothing to do: step %d >= train.iters %d", self.step, cfg.train.iters)
@@ -305,6 +316,8 @@ class Trainer:
                 if self.step % cfg.train.save_interval == 0 or self.step == cfg.train.iters:
                     self.save()
         writer.close()
+        if self.mirror is not None:
+            self.mirror.push(None, keep=[], files=("metrics.jsonl", "config.resolved.json", "tensorboard"))
         return last
 
 
