@@ -168,12 +168,52 @@ def _train_config(args):
 
 
 def _cmd_train(args) -> int:
+    from wan_core.parallel.launch import launch_plan, run_torchrun
     from wan_core.train.trainer import run_training
 
-    cfg = _train_config(args)
+    cfg = _train_config(args)  # checked before any process starts
+    plan = launch_plan(args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
+    if plan is not None:
+        from wan_core.parallel.mesh import ParallelDims
+
+        nproc, nnodes = plan[0], plan[1]
+        heads = _model_heads(cfg)
+        dims = ParallelDims(nproc * nnodes, cfg.parallel.cp, cfg.parallel.cp_algo, cfg.parallel.ulysses_degree)
+        if heads:
+            dims.validate(heads)
+        argv = [a for a in sys.argv[1:]] if args.argv is None else args.argv
+        status = run_torchrun(_strip_launch_args(argv), plan)
+        if status:
+            raise UserError(f"training failed (torchrun exit status {status}); see the rank messages above")
+        return 0
     last = run_training(cfg)
     print(f"training finished at step {last.get('step')}; checkpoints in {cfg.save_path}")
     return 0
+
+
+def _model_heads(cfg) -> int | None:
+    import json as _json
+
+    path = Path(cfg.model.from_pretrained) / "transformer" / "config.json"
+    try:
+        return int(_json.loads(path.read_text())["num_attention_heads"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _strip_launch_args(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint"):
+            skip = True
+            continue
+        if a.split("=")[0] in ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint"):
+            continue
+        out.append(a)
+    return out
 
 
 def _cmd_cache_features(args) -> int:
@@ -222,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert_parser(sub)
     p = sub.add_parser("train", help="train one DiT (one process, or several under torchrun)")
     _add_train_args(p)
+    p.add_argument("--nproc", type=int, help="processes on this node (one device each); starts torchrun itself "
+                   "(default: $NPUS_PER_NODE or the launcher's PET_NPROC_PER_NODE)")
+    p.add_argument("--nnodes", type=int, help="nodes (default: the launcher's variables, $NNODES, or 1)")
+    p.add_argument("--node-rank", type=int, help="this node's index")
+    p.add_argument("--rdzv-endpoint", help="HOST:PORT of node 0 for multi-node runs")
+    p.set_defaults(argv=None)
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("cache-features", help="encode a dataset once (VAE latents + text embeddings)")
     _add_train_args(p)
@@ -251,6 +297,8 @@ def _one_paragraph(message: str) -> str:
 
 def run(argv, parser: argparse.ArgumentParser) -> int:
     args = parser.parse_args(argv)
+    if argv is not None and hasattr(args, "argv"):
+        args.argv = list(argv)
     try:
         return args.func(args)
     except UserError as exc:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from wan_core.model import kernels
 from wan_core.model.config import WanConfig
-from wan_core.model.rope import rope_tables
+from wan_core.model.rope import RopeTables, rope_tables
 
 # Parameters kept in fp32 when the model is cast to a low-precision dtype (diffusers' _keep_in_fp32_modules)
 KEEP_IN_FP32 = ("time_embedding", "modulation", "norm3")
@@ -60,6 +60,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
+        self.context_parallel = None  # set on self-attention by WanDiT.enable_context_parallel
         self.proj_q, self.proj_k, self.proj_v, self.proj_out = (nn.Linear(dim, dim) for _ in range(4))
         self.q_norm, self.k_norm = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
@@ -77,7 +78,9 @@ class Attention(nn.Module):
         return self.proj_out(out.flatten(2).type_as(q))
 
     def attend(self, q, k, v, kv_mask):
-        """The one call into the attention kernel; context parallelism wraps this method."""
+        """The one call into the attention kernel (or into context parallelism, which calls it)."""
+        if self.context_parallel is not None:
+            return self.context_parallel.attention(q, k, v, kv_mask)
         return kernels.attention(q, k, v, kv_mask)
 
 
@@ -177,6 +180,13 @@ class WanDiT(nn.Module):
         self.blocks = nn.ModuleList(WanBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
         self.checkpoint_every = 0  # activation checkpointing: recompute every n-th block in backward (0: off)
+        self.context_parallel = None
+
+    def enable_context_parallel(self, cp) -> None:
+        """Split the sequence over a `wan_core.parallel.context_parallel.ContextParallel` group."""
+        self.context_parallel = cp
+        for block in self.blocks:
+            block.self_attn.context_parallel = cp
 
     def enable_activation_checkpointing(self, every: int = 1) -> None:
         """Recompute the activations of every `every`-th block during backward instead of storing them."""
@@ -229,6 +239,13 @@ class WanDiT(nn.Module):
         if timestep.ndim == 2 and timestep.shape[1] != x.shape[1]:
             raise ValueError(f"per-token timestep has {timestep.shape[1]} tokens, the latent has {x.shape[1]}")
         e, e0 = self.time_embeddings(timestep, dtype)
+        cp, length = self.context_parallel, x.shape[1]
+        if cp is not None:  # this rank's chunk of the sequence, with its RoPE and per-token embeddings
+            cp.begin(b, length, x.device)
+            x = cp.shard(x, length)
+            rope = RopeTables(*(cp.shard(t, length, dim=0) for t in rope))
+            if e0.ndim == 4:
+                e, e0 = cp.shard(e, length), cp.shard(e0, length)
         if isinstance(encoder_hidden_states, PreparedContext):
             context, kvs = encoder_hidden_states.context, encoder_hidden_states.kv
         else:
@@ -241,5 +258,7 @@ class WanDiT(nn.Module):
                 x = block(x, context, e0, rope, kv_mask, context_kv=kv)
 
         x = self.head(x, e)
+        if cp is not None:
+            x = cp.gather(x, length)
         x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

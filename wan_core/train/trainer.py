@@ -43,14 +43,25 @@ def provenance(cfg: TrainConfig, manifest_digest: str | None) -> dict:
             "config_hash": cfg.digest(), "data_manifest_hash": manifest_digest, "torch": torch.__version__}
 
 
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_rank0() -> bool:
+    return not is_distributed() or torch.distributed.get_rank() == 0
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
         from wan_core.device import default_device
+        from wan_core.parallel.mesh import ParallelDims
 
         self.cfg = cfg
-        if cfg.parallel.cp > 1:
-            raise UserError(f"parallel.cp={cfg.parallel.cp} needs one process per CP rank: context parallelism is not "
-                            "available in this version of wan22 train; set parallel.cp: 1")
+        world = torch.distributed.get_world_size() if is_distributed() else 1
+        self.dims = ParallelDims(world, cfg.parallel.cp, cfg.parallel.cp_algo, cfg.parallel.ulysses_degree)
+        if cfg.parallel.cp > world:
+            raise UserError(f"parallel.cp={cfg.parallel.cp} needs at least {cfg.parallel.cp} processes; this run has "
+                            f"{world} (start it with --nproc {cfg.parallel.cp} or under torchrun)")
         from wan_core.storage import is_url
         from wan_core.train.checkpoint import RemoteMirror, staging_dir
 
@@ -62,7 +73,8 @@ class Trainer:
             self.mirror = RemoteMirror(cfg.save_path, self.save_path)
         else:
             self.save_path = Path(cfg.save_path)
-        self.dp_rank, self.dp_size = 0, 1
+        rank = torch.distributed.get_rank() if is_distributed() else 0
+        self.dp_rank, self.dp_size = rank // self.dims.cp, self.dims.dp
         self.compute_dtype = torch.bfloat16 if cfg.train.dtype == "bf16" else torch.float32
         self.lo, self.hi = objective.index_range(cfg.model.variant, cfg.model.expert)
         self.entries, self.manifest_digest, self.features = self.build_data_source()
@@ -120,9 +132,16 @@ class Trainer:
             log.warning("training from random weights (allow_random_init): %s", exc)
             torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
             model = WanDiT(WanConfig.from_json_file(config_path))
+        model = model.to(self.device).train()
+        if is_distributed():  # FSDP2 over dp x cp, then context parallelism (the same weights on every rank)
+            from wan_core.parallel.fsdp import parallelize
+
+            self.dims.validate(model.config.num_heads)
+            return parallelize(model, self.dims, self.dims.build_groups(), cfg.train.dtype,
+                               cfg.train.activation_checkpointing)
         if cfg.train.activation_checkpointing:
             model.enable_activation_checkpointing()
-        return model.to(self.device).train()
+        return model
 
     def build_encoders(self):
         from wan_core.encoders import TextEncoder, VideoVAE
@@ -212,7 +231,8 @@ class Trainer:
                         if cfg.data.ti2v_loss == "exclude_first_frame":
                             loss_mask[b, :, 0] = 0.0
             model_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == torch.bfloat16):
+        autocast = self.compute_dtype == torch.bfloat16 and not is_distributed()  # FSDP casts parameters itself
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
             pred = self.model(model_in, timestep, text)
         se = (pred.float() - target.float()) ** 2 * loss_mask
         per_sample = se.flatten(1).sum(1) / (loss_mask.flatten(1).sum(1) * se.shape[1])
@@ -243,6 +263,12 @@ class Trainer:
             total += float(loss.detach())
         clip = self.cfg.train.clip_grad
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+            grad_norm = grad_norm.full_tensor()
+        if is_distributed():  # the mean over data-parallel groups (CP ranks of a group hold the same loss)
+            t = torch.tensor([total], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(t)
+            total = float(t) / torch.distributed.get_world_size()
         if not math.isfinite(total) or not math.isfinite(float(grad_norm)):
             raise TrainingDiverged(f"step {self.step + 1}: loss {total} / grad norm {float(grad_norm)} is not finite; "
                                    f"stopping (last checkpoint: {self.checkpoints.latest()}). Lower train.lr or check "
@@ -277,7 +303,7 @@ class Trainer:
     def truncate_metrics(self) -> None:
         """After a resume, drop metrics lines past the restored step so each step appears once."""
         path = self.save_path / METRICS
-        if not path.is_file():
+        if not is_rank0() or not path.is_file():
             return
         kept = [line for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= self.step]
@@ -288,42 +314,60 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         cfg = self.cfg
-        self.save_path.mkdir(parents=True, exist_ok=True)
-        if self.mirror is not None:
-            self.mirror.pull()
+        rank0 = is_rank0()
+        if rank0:
+            self.save_path.mkdir(parents=True, exist_ok=True)
+            if self.mirror is not None:
+                self.mirror.pull()
+        if is_distributed():
+            torch.distributed.barrier()
         self.resume()
         if self.step >= cfg.train.iters:
             log.info("nothing to do: step %d >= train.iters %d", self.step, cfg.train.iters)
             return {"step": self.step}
         self.truncate_metrics()
-        (self.save_path / "config.resolved.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        writer = SummaryWriter(str(self.save_path / "tensorboard"), purge_step=self.step + 1)
+        writer = metrics_file = None
+        if rank0:  # rank 0 writes the metrics, TensorBoard events and the resolved config
+            (self.save_path / "config.resolved.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            writer = SummaryWriter(str(self.save_path / "tensorboard"), purge_step=self.step + 1)
+            metrics_file = open(self.save_path / METRICS, "a")
         loader = iter(self.build_loader(self.step))
         last = {}
-        with open(self.save_path / METRICS, "a") as metrics_file:
+        try:
             while self.step < cfg.train.iters:
                 micro = [next(loader) for _ in range(cfg.train.grad_accum)]
                 last = self.train_step(micro)
                 self.step += 1
-                metrics_file.write(json.dumps(last) + "\n")
-                metrics_file.flush()
-                for key in ("loss", "lr", "grad_norm", "samples_per_s"):
-                    writer.add_scalar(f"train/{key}", last[key], self.step)
-                if self.step % cfg.train.log_interval == 0 or self.step == cfg.train.iters:
+                if rank0:
+                    metrics_file.write(json.dumps(last) + "\n")
+                    metrics_file.flush()
+                    for key in ("loss", "lr", "grad_norm", "samples_per_s"):
+                        writer.add_scalar(f"train/{key}", last[key], self.step)
+                if rank0 and (self.step % cfg.train.log_interval == 0 or self.step == cfg.train.iters):
                     print(f"step {self.step}/{cfg.train.iters} loss {last['loss']:.5f} lr {last['lr']:.2e} "
                           f"grad_norm {last['grad_norm']:.3f} {last['samples_per_s']:.2f} samples/s",
                           file=sys.stderr, flush=True)
                 if self.step % cfg.train.save_interval == 0 or self.step == cfg.train.iters:
                     self.save()
-        writer.close()
-        if self.mirror is not None:
+        finally:
+            if rank0:
+                metrics_file.close()
+                writer.close()
+        if rank0 and self.mirror is not None:
             self.mirror.push(None, keep=[], files=("metrics.jsonl", "config.resolved.json", "tensorboard"))
         return last
 
 
 def run_training(cfg: TrainConfig) -> dict:
+    from wan_core.parallel.env import device_for, init_distributed
+
     torch.manual_seed(cfg.train.seed)
     threads = os.environ.get("WAN22_TORCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
-    return Trainer(cfg).train()
+    penv = init_distributed(cfg.parallel.timeout_s)
+    try:
+        return Trainer(cfg, device=device_for(penv)).train()
+    finally:
+        if is_distributed():
+            torch.distributed.destroy_process_group()

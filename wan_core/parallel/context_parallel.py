@@ -1,0 +1,153 @@
+"""Context parallelism for the DiT's self-attention: Ulysses, Ring, and USP (Ulysses x Ring).
+
+The sequence is padded to a multiple of CP and split into equal chunks (rank c of a CP group holds
+tokens [c*Lc, (c+1)*Lc)); padded keys are masked; per-token timestep embeddings and RoPE tables are
+split with the sequence; cross-attention stays local (the text context is on every rank); the
+output is gathered before unpatchify. Communication uses only all_to_all_single (NCCL, HCCL and gloo
+all have it), wrapped so autograd sends gradients back the same way.
+- Ulysses: all-to-all from sequence-split to head-split, full attention on H/u heads, and back.
+- Ring: K/V blocks travel around the ring; partial results merge by log-sum-exp (online softmax).
+  Every rank does the same work per step (bidirectional attention needs no causal balancing).
+- USP: Ulysses inside groups of `ulysses_degree` consecutive ranks, Ring across those groups.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from wan_core.model import kernels
+
+
+class _AllToAll(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group, out_splits, in_splits):
+        ctx.group, ctx.out_splits, ctx.in_splits = group, out_splits, in_splits
+        out = x.new_empty((sum(out_splits), *x.shape[1:]))
+        dist.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        back = grad.new_empty((sum(ctx.in_splits), *grad.shape[1:]))
+        dist.all_to_all_single(back, grad.contiguous(), ctx.in_splits, ctx.out_splits, group=ctx.group)
+        return back, None, None, None
+
+
+def all_to_all(x: torch.Tensor, group, out_splits: list[int], in_splits: list[int]) -> torch.Tensor:
+    """Differentiable all_to_all_single along dim 0 with explicit split sizes."""
+    return _AllToAll.apply(x, group, out_splits, in_splits)
+
+
+class ContextParallel:
+    def __init__(self, dims, groups):
+        rank = dist.get_rank()
+        self.algo = dims.cp_algo
+        self.cp_group, cp_ranks = groups["cp"]
+        self.u_group, u_ranks = groups["ulysses"]
+        self.r_group, r_ranks = groups["ring"]
+        self.cp, self.cp_rank = len(cp_ranks), cp_ranks.index(rank)
+        self.u, self.u_rank = len(u_ranks), u_ranks.index(rank)
+        self.r, self.r_rank = len(r_ranks), r_ranks.index(rank)
+        self._mask = None  # the padded global key mask of the current forward, [B, Lpad] or None
+
+    # -- splitting and gathering the sequence ----------------------------------------------------------
+    def padded_length(self, length: int) -> int:
+        return math.ceil(length / self.cp) * self.cp
+
+    def shard(self, x: torch.Tensor, length: int, dim: int = 1) -> torch.Tensor:
+        """This rank's chunk of x along `dim` (zero-padded to a multiple of CP first)."""
+        pad = self.padded_length(length) - length
+        if pad:
+            shape = list(x.shape)
+            shape[dim] = pad
+            x = torch.cat([x, x.new_zeros(shape)], dim=dim)
+        return x.chunk(self.cp, dim=dim)[self.cp_rank]
+
+    def gather(self, x: torch.Tensor, length: int, dim: int = 1) -> torch.Tensor:
+        """The whole sequence from every rank's chunk (differentiable), padding dropped."""
+        moved = x.movedim(dim, 0)
+        n = moved.shape[0]
+        full = all_to_all(moved.repeat(self.cp, *[1] * (moved.dim() - 1)), self.cp_group, [n] * self.cp,
+                          [n] * self.cp)
+        return full[:length].movedim(0, dim)
+
+    def begin(self, batch: int, length: int, device) -> None:
+        """Set up the key mask for a forward over `length` real tokens (None when nothing is padded)."""
+        lpad = self.padded_length(length)
+        self._mask = None
+        if lpad != length:
+            self._mask = torch.zeros(batch, lpad, dtype=torch.bool, device=device)
+            self._mask[:, :length] = True
+
+    # -- attention ---------------------------------------------------------------------------------
+    def attention(self, q, k, v, kv_mask=None):
+        """Self-attention over the whole (padded) sequence for this rank's query chunk [B, Lc, H, D]."""
+        mask = self._mask
+        if self.u > 1:
+            q, k, v = (self._seq_to_heads(t) for t in (q, k, v))
+        if self.r > 1:
+            chunk = q.shape[1]
+            local_mask = None if mask is None else mask[:, self.r_rank * chunk:(self.r_rank + 1) * chunk]
+            out = self._ring(q, k, v, local_mask)
+        else:
+            out = kernels.attention(q, k, v, mask)
+        return self._heads_to_seq(out) if self.u > 1 else out
+
+    def _seq_to_heads(self, x):
+        """[B, Lc, H, D] sequence-split -> [B, u*Lc, H/u, D] head-split over the Ulysses group."""
+        b, lc, h, d = x.shape
+        send = x.view(b, lc, self.u, h // self.u, d).permute(2, 1, 0, 3, 4).reshape(self.u * lc, b, h // self.u, d)
+        recv = all_to_all(send, self.u_group, [lc] * self.u, [lc] * self.u)
+        return recv.view(self.u * lc, b, h // self.u, d).permute(1, 0, 2, 3)
+
+    def _heads_to_seq(self, x):
+        """Inverse of _seq_to_heads: [B, u*Lc, H/u, D] -> [B, Lc, H, D]."""
+        b, l, hu, d = x.shape
+        lc = l // self.u
+        send = x.permute(1, 0, 2, 3).reshape(l, b, hu, d)  # chunks of the sequence go back to their owners
+        recv = all_to_all(send, self.u_group, [lc] * self.u, [lc] * self.u)  # [u (head group), Lc, B, hu, D]
+        return recv.view(self.u, lc, b, hu, d).permute(2, 1, 0, 3, 4).reshape(b, lc, self.u * hu, d)
+
+    def _rotate(self, x, differentiable=True):
+        """Send x to the next ring rank, receive the previous rank's."""
+        n = x.shape[0]
+        send_to, recv_from = (self.r_rank + 1) % self.r, (self.r_rank - 1) % self.r
+        in_splits = [n if i == send_to else 0 for i in range(self.r)]
+        out_splits = [n if i == recv_from else 0 for i in range(self.r)]
+        if differentiable:
+            return all_to_all(x, self.r_group, out_splits, in_splits)
+        out = torch.empty_like(x)
+        dist.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=self.r_group)
+        return out
+
+    def _ring(self, q, k, v, local_mask):
+        """Ring attention: K/V (and their key mask) go around; online-softmax merge in fp32."""
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        qf = q.float()
+        out = lse = None
+        kv = torch.cat([k, v], dim=-1).transpose(0, 1)  # [Lk, B, H, 2D]: split dim 0 for the collective
+        mask = local_mask.transpose(0, 1).contiguous() if local_mask is not None else None
+        for step in range(self.r):
+            if step:
+                kv = self._rotate(kv)
+                if mask is not None:
+                    mask = self._rotate(mask.to(torch.uint8), differentiable=False).bool()
+            kb, vb = kv.transpose(0, 1).float().split(q.shape[-1], dim=-1)
+            scores = torch.einsum("blhd,bkhd->bhlk", qf, kb) * scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask.transpose(0, 1)[:, None, None, :], float("-inf"))
+            block_lse = torch.logsumexp(scores, dim=-1)  # [B, H, Lq]
+            safe = torch.where(torch.isfinite(block_lse), block_lse, torch.zeros_like(block_lse))
+            block_out = torch.einsum("bhlk,bkhd->blhd", torch.exp(scores - safe[..., None]), vb)
+            if out is None:
+                out, lse = block_out, block_lse
+                continue
+            new_lse = torch.logaddexp(lse, block_lse)
+            finite = torch.isfinite(new_lse)
+            w_old = torch.where(finite, torch.exp(lse - torch.where(finite, new_lse, 0)), torch.zeros_like(lse))
+            w_new = torch.where(finite, torch.exp(block_lse - torch.where(finite, new_lse, 0)), torch.zeros_like(lse))
+            out = out * w_old.transpose(1, 2)[..., None] + block_out * w_new.transpose(1, 2)[..., None]
+            lse = new_lse
+        return out.to(q.dtype)

@@ -1,0 +1,108 @@
+"""One function that reads every launcher's distributed environment, and process-group setup.
+
+Launchers and what they set (kubeflow-reference §3):
+- torchrun (also what Trainer v2 / PyTorchJob / Volcano pods run): RANK, LOCAL_RANK, WORLD_SIZE,
+  LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, GROUP_RANK - per *process*.
+- Kubeflow Trainer v2: PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT
+  (torchrun's flags; per *node*).
+- Training Operator PyTorchJob: MASTER_ADDR/PORT, RANK = node index, WORLD_SIZE, PET_NODE_RANK, PET_NNODES,
+  PET_NPROC_PER_NODE.
+- Volcano pytorch plugin: MASTER_ADDR/PORT, WORLD_SIZE = pods (nodes), RANK = pod index.
+- Ascend AscendJob: MASTER_ADDR/PORT, RANK = pod rank, WORLD_SIZE, LOCAL_WORLD_SIZE (chips per pod).
+Before torchrun has run (no LOCAL_RANK), RANK/WORLD_SIZE are node-level; after, process-level.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import torch
+
+from wan_core.device import accelerator_type, distributed_backend
+from wan_core.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeEnv:
+    """Node-level facts for starting torchrun on this pod."""
+    nnodes: int
+    node_rank: int
+    nproc_per_node: int | None
+    master_addr: str | None
+    master_port: int | None
+    launcher: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessEnv:
+    """Process-level facts inside torchrun."""
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+
+
+def _int(env, name, default=None):
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def process_env(env=None) -> ProcessEnv | None:
+    """The torchrun-level environment, or None when this process was not started by torchrun."""
+    env = os.environ if env is None else env
+    if "LOCAL_RANK" not in env:
+        return None
+    return ProcessEnv(_int(env, "RANK", 0), _int(env, "LOCAL_RANK", 0), _int(env, "WORLD_SIZE", 1),
+                      _int(env, "LOCAL_WORLD_SIZE", _int(env, "WORLD_SIZE", 1)))
+
+
+def node_env(env=None) -> NodeEnv:
+    """How many nodes, which one this is, and where the rendezvous is, whatever launched the pod."""
+    env = os.environ if env is None else env
+    if "PET_NNODES" in env or "PET_NODE_RANK" in env:  # Trainer v2, PyTorchJob (v1 also sets RANK = node)
+        nnodes = env.get("PET_NNODES", "1").split(":")[-1]  # elastic "min:max"
+        return NodeEnv(int(nnodes), _int(env, "PET_NODE_RANK", _int(env, "RANK", 0)),
+                       _int(env, "PET_NPROC_PER_NODE"),
+                       env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR"),
+                       _int(env, "PET_MASTER_PORT", _int(env, "MASTER_PORT")),
+                       "trainer-v2" if "PET_MASTER_ADDR" in env else "pytorchjob")
+    if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env and "LOCAL_RANK" not in env:  # AscendJob
+        local = _int(env, "LOCAL_WORLD_SIZE")
+        world = _int(env, "WORLD_SIZE")
+        # ascend-operator's WORLD_SIZE counts chips; nodes = WORLD_SIZE / LOCAL_WORLD_SIZE
+        nnodes = max(1, world // local) if local else 1
+        return NodeEnv(nnodes, _int(env, "RANK", 0), local, env.get("MASTER_ADDR"), _int(env, "MASTER_PORT"),
+                       "ascendjob")
+    if "WORLD_SIZE" in env and "LOCAL_RANK" not in env:  # Volcano: WORLD_SIZE = pods, RANK = pod index
+        return NodeEnv(_int(env, "WORLD_SIZE"), _int(env, "RANK", 0), None, env.get("MASTER_ADDR"),
+                       _int(env, "MASTER_PORT"), "volcano")
+    return NodeEnv(1, 0, None, None, None, "standalone")
+
+
+def init_distributed(timeout_s: int = 600) -> ProcessEnv | None:
+    """Initialise the default process group from torchrun's variables (None for one plain process).
+    A rank that fails makes the others fail within the collective timeout instead of hanging."""
+    penv = process_env()
+    if penv is None or penv.world_size == 1 and not torch.distributed.is_available():
+        return None
+    if torch.distributed.is_initialized():
+        return penv
+    kind = accelerator_type()
+    if kind != "cpu":
+        getattr(torch, kind).set_device(penv.local_rank)
+    torch.distributed.init_process_group(backend=distributed_backend(kind),
+                                         timeout=datetime.timedelta(seconds=timeout_s))
+    return penv
+
+
+def device_for(penv: ProcessEnv | None) -> torch.device:
+    kind = accelerator_type()
+    if kind == "cpu":
+        return torch.device("cpu")
+    return torch.device(kind, penv.local_rank if penv else 0)
