@@ -222,6 +222,18 @@ class WanDiT(nn.Module):
         context = self.text_embedding(encoder_hidden_states.to(dtype))
         return PreparedContext(context, [block.cross_attn.key_value(context) for block in self.blocks])
 
+    def _patches(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """[B, Cin, T, H, W] -> [B, L, Cin*pt*ph*pw]: the conv's receptive fields, tokens in (f, h, w) order."""
+        b, c, t, h, w = hidden_states.shape
+        pt, ph, pw = self.config.patch_size
+        x = hidden_states.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw)
+        return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (t // pt) * (h // ph) * (w // pw), -1)
+
+    def _embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """The patch embedding (a stride = kernel Conv3d) as the matmul it is, on any subset of tokens."""
+        conv = self.patch_embedding
+        return F.linear(patches.to(conv.weight.dtype), conv.weight.flatten(1), conv.bias)
+
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
                 encoder_hidden_states: "torch.Tensor | PreparedContext",
                 kv_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -231,18 +243,22 @@ class WanDiT(nn.Module):
         grid = (t // pt, h // ph, w // pw)
         rope = rope_tables(grid, cfg.rope_axes, cfg.rope_max_seq_len, device=str(hidden_states.device))
 
-        x = self.patch_embedding(hidden_states.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
-        x = x.contiguous()
+        cp = self.context_parallel
+        if cp is None:
+            x = self.patch_embedding(hidden_states.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+            x = x.contiguous()
+        else:  # embed only this rank's tokens: the full [B, L, C] never exists on a CP rank
+            length = math.prod(grid)
+            x = self._embed_patches(cp.shard(self._patches(hidden_states), length))
         dtype = x.dtype
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
-        if timestep.ndim == 2 and timestep.shape[1] != x.shape[1]:
-            raise ValueError(f"per-token timestep has {timestep.shape[1]} tokens, the latent has {x.shape[1]}")
+        tokens = grid[0] * grid[1] * grid[2]
+        if timestep.ndim == 2 and timestep.shape[1] != tokens:
+            raise ValueError(f"per-token timestep has {timestep.shape[1]} tokens, the latent has {tokens}")
         e, e0 = self.time_embeddings(timestep, dtype)
-        cp, length = self.context_parallel, x.shape[1]
         if cp is not None:  # this rank's chunk of the sequence, with its RoPE and per-token embeddings
             cp.begin(b, length, x.device)
-            x = cp.shard(x, length)
             rope = RopeTables(*(cp.shard(t, length, dim=0) for t in rope))
             if e0.ndim == 4:
                 e, e0 = cp.shard(e, length), cp.shard(e0, length)

@@ -123,7 +123,12 @@ class ContextParallel:
         return out
 
     def _ring(self, q, k, v, local_mask):
-        """Ring attention: K/V (and their key mask) go around; online-softmax merge in fp32."""
+        if q.device.type == "cpu":
+            return _RingFlashCPU.apply(q, k, v, local_mask, self)
+        return self._ring_math(q, k, v, local_mask)
+
+    def _ring_math(self, q, k, v, local_mask):
+        """Ring attention with plain differentiable ops (any device; stores each block's scores)."""
         scale = 1.0 / math.sqrt(q.shape[-1])
         qf = q.float()
         out = lse = None
@@ -151,3 +156,86 @@ class ContextParallel:
             out = out * w_old.transpose(1, 2)[..., None] + block_out * w_new.transpose(1, 2)[..., None]
             lse = new_lse
         return out.to(q.dtype)
+
+
+def _merge(out, lse, block_out, block_lse):
+    """Online-softmax merge of two partial attentions (out [B,H,L,D], lse [B,H,L] fp32; -inf = empty)."""
+    if out is None:
+        return block_out, block_lse
+    new = torch.logaddexp(lse, block_lse)
+    finite = torch.isfinite(new)
+    ref = torch.where(finite, new, torch.zeros_like(new))
+    w_old = torch.where(finite, torch.exp(lse - ref), torch.zeros_like(new))
+    w_new = torch.where(finite, torch.exp(block_lse - ref), torch.zeros_like(new))
+    return out * w_old[..., None] + block_out * w_new[..., None], new
+
+
+class _RingFlashCPU(torch.autograd.Function):
+    """Ring attention on CPU with SDPA's fused flash kernel per block (O(L) memory, like CP=1).
+
+    Forward: K/V blocks go around the ring; each block's (out, logsumexp) merges online. Backward: the
+    blocks go around again with their dK/dV accumulators; the kernel's backward, given the *merged*
+    out and logsumexp, yields exactly each block's share of the gradients; a last hop returns every
+    block's dK/dV to its owner."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, local_mask, cp):
+        ops = torch.ops.aten
+        qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # [B, H, L, D]
+        mask = local_mask
+        out = lse = None
+        kv = torch.stack([kt, vt])
+        for step in range(cp.r):
+            if step:
+                kv = cp._rotate(kv.transpose(0, 3).contiguous(), differentiable=False).transpose(0, 3)
+                if mask is not None:
+                    mask = cp._rotate(mask.t().contiguous().to(torch.uint8), differentiable=False).t().bool()
+            bias, empty = _key_bias(mask, qt)
+            block_out, block_lse = ops._scaled_dot_product_flash_attention_for_cpu(
+                qt, kv[0].contiguous(), kv[1].contiguous(), 0.0, False, attn_mask=bias)[:2]
+            block_lse = block_lse.float()
+            if empty is not None:
+                block_lse = block_lse.masked_fill(empty[:, None, None], float("-inf"))
+            out, lse = _merge(out, lse, block_out.float(), block_lse)
+        out = out.to(q.dtype)
+        ctx.save_for_backward(qt, kt, vt, out, lse, local_mask if local_mask is not None else torch.empty(0))
+        ctx.cp, ctx.has_mask = cp, local_mask is not None
+        return out.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ops = torch.ops.aten
+        qt, kt, vt, out, lse, mask = ctx.saved_tensors
+        cp = ctx.cp
+        mask = mask if ctx.has_mask else None
+        g = grad.transpose(1, 2).contiguous()
+        dq = torch.zeros_like(qt, dtype=torch.float32)
+        kv = torch.stack([kt, vt])
+        dkv = torch.zeros_like(kv, dtype=torch.float32)
+        lse_kernel = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+        for step in range(cp.r):
+            if step:
+                both = torch.cat([kv.float(), dkv]).transpose(0, 3).contiguous()
+                both = cp._rotate(both, differentiable=False).transpose(0, 3)
+                kv, dkv = both[:2].to(kt.dtype), both[2:].contiguous()
+                if mask is not None:
+                    mask = cp._rotate(mask.t().contiguous().to(torch.uint8), differentiable=False).t().bool()
+            bias, _ = _key_bias(mask, qt)
+            dq_i, dk_i, dv_i = ops._scaled_dot_product_flash_attention_for_cpu_backward(
+                g, qt, kv[0].contiguous(), kv[1].contiguous(), out, lse_kernel, 0.0, False, attn_mask=bias)
+            dq += dq_i.float()
+            dkv += torch.stack([dk_i, dv_i]).float()
+        if cp.r > 1:  # the accumulators now sit one hop before their owners
+            dkv = cp._rotate(dkv.transpose(0, 3).contiguous(), differentiable=False).transpose(0, 3)
+        dk, dv = dkv[0], dkv[1]
+        return (dq.to(qt.dtype).transpose(1, 2), dk.to(kt.dtype).transpose(1, 2), dv.to(vt.dtype).transpose(1, 2),
+                None, None)
+
+
+def _key_bias(mask, q):
+    """Additive bias [B, 1, 1, Lk] for masked keys, and which batch rows have no key at all."""
+    if mask is None:
+        return None, None
+    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+    empty = ~mask.any(dim=1)
+    return bias[:, None, None, :], (empty if bool(empty.any()) else None)
