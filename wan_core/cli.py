@@ -232,6 +232,24 @@ def _add_train_args(p) -> None:
     p.add_argument("--mm-model", help="MindSpeed-MM pretrain_model*.json")
 
 
+def _cmd_consolidate(args) -> int:
+    from wan_core.export import consolidate
+
+    out = consolidate(args.source, args.target, args.iteration, args.format, args.dtype, args.max_shard_size,
+                      progress=not args.quiet)
+    print(f"consolidated into {out}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from wan_core.export import export
+
+    out = export(args.source, args.base, args.target, args.source_2, args.expert, args.max_shard_size,
+                 progress=not args.quiet)
+    print(f"exported a diffusers pipeline folder to {out}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from wan_core.demo import run_demo
 
@@ -269,6 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rdzv-endpoint", help="HOST:PORT of node 0 for multi-node runs")
     p.set_defaults(argv=None)
     p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("consolidate", help="DCP training checkpoint -> one mm checkpoint (model weights only)",
+                       description="Reads model tensors only (never the optimizer), one at a time; safetensors "
+                       "output is streamed, so memory is bounded by the largest tensor. --format mm-pt writes "
+                       "MindSpeed-MM's release/mp_rank_00/model_optim_rng.pt with one torch.save (NOT memory-bounded).")
+    p.add_argument("--source", required=True, help="the training save_path")
+    p.add_argument("--iteration", default="latest", help="N or latest (default)")
+    p.add_argument("--target", required=True)
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "mm-pt"])
+    p.add_argument("--dtype", default="keep", choices=["keep", "bf16", "fp32"])
+    p.add_argument("--max-shard-size", default="5GB")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_consolidate)
+    p = sub.add_parser("export", help="mm checkpoint(s) -> a complete diffusers pipeline folder")
+    p.add_argument("--source", required=True, help="mm folder of the trained transformer")
+    p.add_argument("--source-2", help="mm folder of the other A14B expert (else the base's is used)")
+    p.add_argument("--expert", default="high", choices=["high", "low"], help="which expert --source is (A14B)")
+    p.add_argument("--base", required=True, help="the diffusers pipeline folder training started from")
+    p.add_argument("--target", required=True)
+    p.add_argument("--max-shard-size", default="5GB")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_export)
     p = sub.add_parser("cache-features", help="encode a dataset once (VAE latents + text embeddings)")
     _add_train_args(p)
     p.add_argument("--out", required=True)

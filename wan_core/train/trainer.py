@@ -283,7 +283,8 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------------
     def trainer_state(self) -> dict:
         t = self.cfg.train
-        return {"step": self.step,
+        model_config = getattr(self.model, "config", None)
+        return {"step": self.step, "model_config": model_config.to_diffusers() if model_config else None,
                 "sampler_position": self.step * t.micro_batch_size * self.dp_size * t.grad_accum,
                 "lr_schedule": self.lr_schedule.state_dict(), "provenance": provenance(self.cfg, self.manifest_digest),
                 "config": self.cfg.to_dict()}
