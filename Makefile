@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install benchmark clean
+.PHONY: demo test install benchmark images clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# the whole Kubeflow DAG under kfp.local on tiny generated weights and data; output in runs/<timestamp>/
 demo: $(VENV)/.installed
-	$(BIN)/wan22 demo --workdir demo-run
+	$(BIN)/wan22 pipeline run --local
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
@@ -33,5 +34,10 @@ test: $(VENV)/.installed-test
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/dit_step.py
 
+images:
+	docker build -f images/cpu/Dockerfile -t wan22:0.1.0-cpu .
+	docker build -f images/cuda/Dockerfile -t wan22:0.1.0-cuda .
+	docker build -f images/npu/Dockerfile -t wan22:0.1.0-npu .
+
 clean:
-	rm -rf $(VENV) demo-run .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache

@@ -250,14 +250,6 @@ def _cmd_export(args) -> int:
     return 0
 
 
-def _cmd_demo(args) -> int:
-    from wan_core.demo import run_demo
-
-    report = run_demo(args.workdir, variant=args.variant)
-    print(f"demo finished; report: {report}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wan22", description="Pre-train and sample Wan2.2 video diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -323,11 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_validate_dataset)
     _add_sample_parser(sub)
 
-    p = sub.add_parser("demo", help="what `make demo` runs: the end-to-end local run on tiny weights and data")
-    p.add_argument("--workdir", default="demo-run")
-    p.add_argument("--variant", default="ti2v-5b", choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"])
-    p.set_defaults(func=_cmd_demo)
+    _add_plugin_commands(sub)
+
     return parser
+
+
+def _add_plugin_commands(sub) -> None:
+    """Commands other packages register under the `wan22.commands` entry point (the Kubeflow side adds
+    `pipeline` and `k8s`), so that wan_core itself never imports kfp."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="wan22.commands"):
+        try:
+            ep.load()(sub)
+        except ImportError:  # pragma: no cover - an optional plugin that is not installed
+            continue
 
 
 def _one_paragraph(message: str) -> str:
@@ -335,7 +337,13 @@ def _one_paragraph(message: str) -> str:
 
 
 def run(argv, parser: argparse.ArgumentParser) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if "--" in argv:  # everything after `--` is handed on untouched (e.g. a step's own arguments)
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    args.passthrough = passthrough
     if argv is not None and hasattr(args, "argv"):
         args.argv = list(argv)
     try:

@@ -74,6 +74,9 @@ NPU_ENV_RANGES = {  # name: (allowed integer range) or allowed values
     "ASCEND_LAUNCH_BLOCKING": {"0", "1"},
 }
 
+# default container images per profile (images/<kind>/Dockerfile; override with --image / $WAN22_IMAGE)
+IMAGES = {kind: f"ghcr.io/wan22-kubeflow/wan22:0.1.0-{kind}" for kind in ("cpu", "cuda", "npu")}
+
 PROFILES = {
     "npu": {"resource": "huawei.com/Ascend910", "env": NPU_ENV_DEFAULTS, "node_selector": {"accelerator": "huawei-Ascend910"},
             "tolerations": [{"key": "huawei.com/Ascend910", "operator": "Exists", "effect": "NoSchedule"}]},

@@ -16,3 +16,26 @@ def tiny_checkpoints(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     return {v: make_tiny_checkpoint(v, root / v, seed=1) for v in ("ti2v-5b", "t2v-a14b", "i2v-a14b")}
+
+
+class FakeArtifact:
+    """What a component body sees of an Output[...] artifact: a local path and log_metric."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.metrics = {}
+
+    def log_metric(self, name, value):
+        self.metrics[name] = value
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    return lambda name: FakeArtifact(tmp_path / name)
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory):
+    from wan_core.data.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo-data") / "demo", videos=2)

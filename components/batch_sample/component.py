@@ -1,0 +1,18 @@
+from kfp import dsl
+from kfp.dsl import HTML, Metrics, Output
+
+from components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def batch_sample(model: str, prompts: str, output: str, preview: Output[HTML], metrics: Output[Metrics],
+                 images: str = "", frames: int = 0, height: int = 0, width: int = 0, steps: int = 0,
+                 guidance: str = "", seed: int = 0, nproc: int = 1, workdir: str = "") -> str:
+    """wan22 sample: one NNNN.mp4 per prompt under `output`; the HTML preview (inline clips) as the
+    step's artifact. 0 / "" mean the variant's defaults. Returns the output folder."""
+    import pathlib
+
+    from wan_core.pipeline_steps import sample_step, under
+
+    return sample_step(model, prompts, under(workdir, output), images, (frames, height, width), steps, guidance, seed, nproc,
+                       pathlib.Path(preview.path), metrics.log_metric)

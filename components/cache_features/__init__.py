@@ -1,0 +1,3 @@
+from components.cache_features.component import cache_features
+
+__all__ = ["cache_features"]

@@ -1,0 +1,3 @@
+from components.consolidate.component import consolidate
+
+__all__ = ["consolidate"]

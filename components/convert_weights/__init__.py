@@ -1,0 +1,3 @@
+from components.convert_weights.component import convert_weights
+
+__all__ = ["convert_weights"]

@@ -1,0 +1,3 @@
+from components.export_pipeline.component import export_pipeline
+
+__all__ = ["export_pipeline"]

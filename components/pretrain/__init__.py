@@ -1,0 +1,3 @@
+from components.pretrain.component import pretrain
+
+__all__ = ["pretrain"]

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines: they only wire components (components/) and apply deployment settings (profiles.py)."""

@@ -1,0 +1,15 @@
+"""wan22-convert: weight conversion (hf_to_mm / mm_to_hf) as a one-step pipeline."""
+from kfp import dsl
+
+from components.convert_weights import convert_weights
+from pipelines import profiles
+
+
+def build(deployment: profiles.Deployment = profiles.Deployment()):
+    @dsl.pipeline(name="wan22-convert", description="Wan2.2 weight conversion")
+    def wan22_convert(source: str, target: str, direction: str = "hf-to-mm", fmt: str = "safetensors",
+                      hf_dir: str = "", layout: str = "diffusers", pvc_name: str = "wan22-data"):
+        c = convert_weights(source=source, target=target, direction=direction, fmt=fmt, hf_dir=hf_dir, layout=layout)
+        profiles.apply(c, deployment, pvc_name=pvc_name)
+
+    return wan22_convert

@@ -1,0 +1,134 @@
+"""The Kubeflow side: compiled pipelines, kubectl Job manifests, container images, the local DAG run."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compiled")
+    r = subprocess.run([sys.executable, "-m", "wan_core", "pipeline", "compile", "--out", str(out), "--profile", "npu",
+                        "--image", "registry.example/wan22:0.1.0-npu", "--storage-secret", "s3-creds"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def all_tasks(dag):
+    """{task name: task} over a DAG and its condition sub-DAGs (by component reference)."""
+    return dag.get("tasks", {})
+
+
+def test_ir_structure(compiled):
+    spec = next(yaml.safe_load_all((compiled / "wan22-full.yaml").read_text()))
+    root = spec["root"]["dag"]["tasks"]
+    assert {"validate-dataset", "convert-weights", "condition-branches-1"} <= set(root)
+    assert set(root["condition-branches-1"]["dependentTasks"]) == {"convert-weights", "validate-dataset"}
+    comps = spec["components"]
+    branches = comps["comp-condition-branches-1"]["dag"]["tasks"]
+    conditions = sorted(t["triggerPolicy"]["condition"] for t in branches.values())
+    assert conditions == ["!(inputs.parameter_values['pipelinechannel--variant'] == 'ti2v-5b')",
+                          "inputs.parameter_values['pipelinechannel--variant'] == 'ti2v-5b'"]
+    inner = {name: c["dag"]["tasks"] for name, c in comps.items() if "dag" in c and name.startswith("comp-condition")}
+    names = {t for tasks in inner.values() for t in tasks}
+    assert {"pretrain", "pretrain-2", "pretrain-3", "consolidate", "export-pipeline", "batch-sample"} <= names
+    # edges: each pretrain reads the validated manifest, each consolidate the pretrain's save path
+    two = next(tasks for tasks in inner.values() if "pretrain-3" in tasks)
+    assert two["consolidate-2"]["dependentTasks"] == ["pretrain-2"] or "pretrain" in str(two["consolidate-2"])
+    assert "export-pipeline-2" in two and set(two["export-pipeline-2"]["dependentTasks"]) >= {"consolidate-2", "consolidate-3"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for p in ("variant", "data_txt", "base_model", "nnodes", "devices_per_node", "cp", "iters", "pvc_name",
+              "node_selector", "tolerations", "accelerator_resource", "image"):
+        assert p in params, p
+    assert params["accelerator_resource"]["defaultValue"] == "huawei.com/Ascend910"
+    execs = spec["deploymentSpec"]["executors"]
+    pretrain = next(v["container"] for k, v in execs.items() if k.startswith("exec-pretrain"))
+    assert pretrain["image"] == "registry.example/wan22:0.1.0-npu"
+    env = {e["name"]: e["value"] for e in pretrain["env"]}
+    assert env["HCCL_CONNECT_TIMEOUT"] == "600" and env["PYTORCH_NPU_ALLOC_CONF"] == "expandable_segments:True"
+    assert pretrain["resources"]["accelerator"]["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_resource']}}" or \
+        "accelerator" in json.dumps(pretrain["resources"])
+    # platform spec: the data PVC, /dev/shm in memory, node selector and tolerations as run parameters, secret
+    platform = list(yaml.safe_load_all((compiled / "wan22-full.yaml").read_text()))[1]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    pre = next(v for k, v in k8s.items() if k.startswith("exec-pretrain"))
+    text = json.dumps(pre)
+    assert "pvcMount" in pre and "emptyDirMounts" in pre and "/dev/shm" in text and "Memory" in text
+    assert "nodeSelector" in pre and "tolerations" in pre and "s3-creds" in text
+    for name in ("wan22-sample", "wan22-convert"):
+        assert next(yaml.safe_load_all((compiled / f"{name}.yaml").read_text()))["pipelineInfo"]["name"] == name
+
+
+def test_kubernetes_native_manifests(compiled):
+    for name in ("wan22-full", "wan22-sample", "wan22-convert"):
+        docs = [d for d in yaml.safe_load_all((compiled / "k8s" / f"{name}.yaml").read_text()) if d]
+        kinds = {d["kind"] for d in docs}
+        assert {"Pipeline", "PipelineVersion"} <= kinds
+        assert all(d["apiVersion"].startswith("pipelines.kubeflow.org/") for d in docs)
+
+
+def deserialize(manifest, kind):
+    return client.ApiClient()._ApiClient__deserialize(manifest, kind)
+
+
+@pytest.mark.parametrize("step", ["validate-dataset", "convert", "train", "consolidate", "export", "sample"])
+def test_kubectl_job_manifests(step):
+    r = subprocess.run([sys.executable, "-m", "wan_core", "k8s", "job", step, "--profile", "cuda", "--devices", "4",
+                        "--namespace", "ml", "--image-pull-secret", "regcred", "--", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    manifest = yaml.safe_load(r.stdout)
+    job = deserialize(manifest, "V1Job")
+    assert job.api_version == "batch/v1" and job.kind == "Job" and job.metadata.namespace == "ml"
+    pod = job.spec.template.spec
+    c = pod.containers[0]
+    assert c.command == ["wan22", step, "--help"] and c.resources.limits == {"nvidia.com/gpu": "4"}
+    assert c.security_context.run_as_non_root and pod.restart_policy == "Never" and job.spec.backoff_limit == 0
+    assert {v.name for v in pod.volumes} == {"dshm", "data"} and pod.image_pull_secrets[0].name == "regcred"
+    assert any(t.key == "nvidia.com/gpu" for t in pod.tolerations)
+
+
+def test_images_are_pinned_and_non_root():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)
+    npu_pin = re.search(r'"torch_npu==([\d.]+)"', pyproject).group(1)
+    for kind in ("cpu", "cuda", "npu"):
+        text = (ROOT / "images" / kind / "Dockerfile").read_text()
+        base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+        assert ":" in base and not base.endswith(":latest"), base
+        assert re.search(r"^USER 1000$", text, re.M) and "useradd" in text
+        assert 'kfp==2.17.*' in text and 'kfp-kubernetes==2.17.*' in text
+        assert "wan22" in text.split("ENTRYPOINT")[-1]
+        if kind == "cuda":
+            assert f"pytorch:{torch_pin}-" in base
+        else:
+            assert f"torch=={torch_pin}" in text
+    assert f"torch_npu=={npu_pin}" in (ROOT / "images" / "npu" / "Dockerfile").read_text()
+    assert "set_env.sh" in (ROOT / "images" / "npu" / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("variant", ["ti2v-5b", "t2v-a14b"])
+def test_local_pipeline_run(tmp_path, variant):
+    """The full DAG under kfp.local: 2-process FSDP2 + CP=2 training, mp4s and a report at the end."""
+    r = subprocess.run([sys.executable, "-m", "wan_core", "pipeline", "run", "--local", "--workdir", str(tmp_path),
+                        "--variant", variant, "--iters", "4"], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    work = tmp_path / "work"
+    experts = ["train-dit"] if variant == "ti2v-5b" else ["train-high", "train-low"]
+    for name in experts:
+        metrics = [json.loads(x) for x in (work / name / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+        config = json.loads((work / name / "config.resolved.json").read_text())
+        assert config["parallel"]["cp"] == 2
+    assert sorted(p.name for p in (work / "samples").glob("*.mp4")) == ["0000.mp4", "0001.mp4"]
+    report = (tmp_path / "report.html").read_text()
+    assert "dataset validation" in report and "<svg" in report and "data:image/gif;base64," in report
+    assert (work / "exported" / "model_index.json").is_file()
