@@ -74,6 +74,29 @@ def _cmd_k8s_job(args) -> int:
     return 0
 
 
+def _cmd_k8s_rbac(args) -> int:
+    import yaml
+
+    from wan_core.k8s.launcher import rbac_manifests
+
+    sys.stdout.write(yaml.safe_dump_all(rbac_manifests(args.namespace, args.launcher, args.service_account),
+                                        sort_keys=False))
+    return 0
+
+
+def _cmd_k8s_train_job(args) -> int:
+    import yaml
+
+    from wan_core.device import IMAGES
+    from wan_core.k8s.launcher import MANIFESTS, LaunchSpec
+
+    spec = LaunchSpec(args.name, args.namespace, args.image or IMAGES[args.profile],
+                      ["wan22", "train", "--config", args.config], args.nnodes, args.nproc, args.profile, args.pvc or None,
+                      volcano_queue=args.volcano_queue)
+    sys.stdout.write(yaml.safe_dump(MANIFESTS[args.launcher](spec), sort_keys=False))
+    return 0
+
+
 def register(sub) -> None:
     from wan_core.device import IMAGES
 
@@ -111,3 +134,20 @@ def register(sub) -> None:
     j.add_argument("--image-pull-secret")
     j.add_argument("--storage-secret")
     j.set_defaults(func=_cmd_k8s_job)
+    rb = ks.add_parser("rbac", help="print the ServiceAccount, Role and RoleBinding the pretrain launcher needs")
+    rb.add_argument("--namespace", required=True)
+    rb.add_argument("--launcher", default="trainjob", choices=["trainjob", "pytorchjob", "volcano"])
+    rb.add_argument("--service-account", default="wan22-launcher")
+    rb.set_defaults(func=_cmd_k8s_rbac)
+    tj = ks.add_parser("train-job", help="print the multi-node training job the pretrain step would submit")
+    tj.add_argument("--launcher", default="trainjob", choices=["trainjob", "pytorchjob", "volcano"])
+    tj.add_argument("--name", default="wan22-train")
+    tj.add_argument("--namespace", default="default")
+    tj.add_argument("--config", required=True, help="training config path inside the pods (on the data volume)")
+    tj.add_argument("--nnodes", type=int, default=1)
+    tj.add_argument("--nproc", type=int, default=8)
+    tj.add_argument("--profile", default="npu", choices=["npu", "cuda", "cpu"])
+    tj.add_argument("--image")
+    tj.add_argument("--pvc", default="wan22-data")
+    tj.add_argument("--volcano-queue")
+    tj.set_defaults(func=_cmd_k8s_train_job)
