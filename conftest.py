@@ -39,3 +39,17 @@ def demo_dataset(tmp_path_factory):
     from wan_core.data.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo-data") / "demo", videos=2)
+
+
+def read_safetensors(folder):
+    """Every tensor of the .safetensors files in a folder, read with the safetensors library itself
+    (independent of wan_core's streaming reader)."""
+    import os
+
+    from safetensors.torch import load_file
+
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            out.update(load_file(os.path.join(folder, name)))
+    return out

@@ -37,7 +37,7 @@ def build(deployment: profiles.Deployment = profiles.Deployment()):
         def train(expert: str, load_subdir: str):
             t = pretrain(base_model=base_model, variant=variant, task=task, expert=expert,
                          manifest=valid.outputs["Output"], save_path="train-" + (expert or "dit"), load_path=base_mm.output,
-                         load_subdir=load_subdir, workdir=workdir,
+                         load_subdir=load_subdir, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                          iters=iters, save_interval=save_interval, micro_batch_size=micro_batch_size, lr=lr,
                          dtype=dtype, num_frames=num_frames, height=height, width=width, fps=fps,
                          nproc=devices_per_node, nnodes=nnodes, cp=cp, cp_algo=cp_algo, launcher=launcher,

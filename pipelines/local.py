@@ -15,7 +15,6 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
 
     from pipelines import full
     from wan_core.data.demo import make_demo_dataset
-    from wan_core.pipeline_steps import training_curve_html
     from wan_core.tiny import make_tiny_checkpoint
 
     run_dir = Path(workdir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")).absolute()

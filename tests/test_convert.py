@@ -12,6 +12,7 @@ from diffusers import WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 
 import wan_core
+from conftest import read_safetensors
 from wan_core.errors import UserError
 from wan_core.model import WanConfig, WanDiT
 from wan_core.weights.convert import hf_to_mm, mm_to_hf
@@ -19,15 +20,6 @@ from wan_core.weights.names import convert_key
 
 SLOTS = {"ti2v-5b": ["transformer"], "t2v-a14b": ["transformer", "transformer_2"],
          "i2v-a14b": ["transformer", "transformer_2"]}
-
-
-def read_folder(folder):
-    """All tensors of a safetensors folder, read with the safetensors library (an independent reader)."""
-    state = {}
-    for f in sorted(os.listdir(folder)):
-        if f.endswith(".safetensors"):
-            state.update(load_file(os.path.join(folder, f)))
-    return state
 
 
 def assert_same_tensors(a, b):
@@ -49,9 +41,9 @@ def test_round_trip_is_bit_identical_and_loadable(tmp_path, tiny_checkpoints, va
         index = json.loads((mm_release / "model.safetensors.index.json").read_text())
         assert len(set(index["weight_map"].values())) > 1
         assert set(index["weight_map"].values()) == {f for f in os.listdir(mm_release) if f.endswith(".safetensors")}
-        original = read_folder(src / slot)
-        assert_same_tensors({convert_key(k, "diffusers", "mm"): v for k, v in original.items()}, read_folder(mm_release))
-        assert_same_tensors(original, read_folder(back / slot))
+        original = read_safetensors(src / slot)
+        assert_same_tensors({convert_key(k, "diffusers", "mm"): v for k, v in original.items()}, read_safetensors(mm_release))
+        assert_same_tensors(original, read_safetensors(back / slot))
         hf_index = json.loads((back / slot / "diffusion_pytorch_model.safetensors.index.json").read_text())
         assert set(hf_index["weight_map"].values()) == {f for f in os.listdir(back / slot) if f.endswith(".safetensors")}
         assert json.loads((back / slot / "config.json").read_text()) == json.loads((src / slot / "config.json").read_text())
@@ -72,7 +64,7 @@ def test_dtype_preserved_and_config_rebuilt_without_hf_dir(tmp_path, tiny_checkp
     save_file(state, src / "diffusion_pytorch_model.safetensors")
     hf_to_mm(str(src), str(tmp_path / "mm"), progress=False)
     mm_to_hf(str(tmp_path / "mm"), str(tmp_path / "hf"), progress=False)
-    back = read_folder(tmp_path / "hf")
+    back = read_safetensors(tmp_path / "hf")
     assert_same_tensors(state, back)
     assert all(v.dtype == torch.bfloat16 for v in back.values())
     rebuilt = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -89,18 +81,18 @@ def test_official_layout_in_and_out(tmp_path, tiny_checkpoints):
     official.mkdir()
     shutil.move(tmp_path / "off" / "transformer", official / "high_noise_model")
     shutil.move(tmp_path / "off" / "transformer_2", official / "low_noise_model")
-    high = read_folder(official / "high_noise_model")
+    high = read_safetensors(official / "high_noise_model")
     assert "blocks.0.self_attn.q.weight" in high and "blocks.0.norm3.weight" in high and "head.modulation" in high
     assert json.loads((official / "high_noise_model" / "config.json").read_text())["_class_name"] == "WanModel"
     hf_to_mm(str(official), str(tmp_path / "mm2"), progress=False)
     for slot in ("transformer", "transformer_2"):
-        assert_same_tensors(read_folder(tmp_path / "mm" / slot / "release"), read_folder(tmp_path / "mm2" / slot / "release"))
+        assert_same_tensors(read_safetensors(tmp_path / "mm" / slot / "release"), read_safetensors(tmp_path / "mm2" / slot / "release"))
     # DiffSynth's "model." prefix, and no config.json at all (architecture from shapes)
     prefixed = tmp_path / "prefixed"
     prefixed.mkdir()
     save_file({"model." + k: v for k, v in high.items()}, prefixed / "diffusion_pytorch_model.safetensors")
     hf_to_mm(str(prefixed), str(tmp_path / "mm3"), progress=False)
-    assert_same_tensors(read_folder(tmp_path / "mm" / "transformer" / "release"), read_folder(tmp_path / "mm3" / "release"))
+    assert_same_tensors(read_safetensors(tmp_path / "mm" / "transformer" / "release"), read_safetensors(tmp_path / "mm3" / "release"))
 
 
 def make_mindspeed_checkpoint(folder, state, iteration=5, extra=None):
@@ -114,12 +106,12 @@ def make_mindspeed_checkpoint(folder, state, iteration=5, extra=None):
 
 def test_mindspeed_mm_pt_read_with_allowlist_and_mm_pt_written(tmp_path, tiny_checkpoints):
     src = tiny_checkpoints["i2v-a14b"] / "transformer"
-    original = read_folder(src)
+    original = read_safetensors(src)
     mm_state = {convert_key(k, "diffusers", "mm"): v for k, v in original.items()}
     ms = tmp_path / "mindspeed"
     make_mindspeed_checkpoint(ms, mm_state)
     mm_to_hf(str(ms), str(tmp_path / "hf"), progress=False)
-    assert_same_tensors(original, read_folder(tmp_path / "hf"))
+    assert_same_tensors(original, read_safetensors(tmp_path / "hf"))
     assert WanConfig.from_diffusers(json.loads((tmp_path / "hf" / "config.json").read_text())).in_channels == 36
     # --format mm-pt writes MindSpeed-MM's layout, readable by torch.load(weights_only=True)
     hf_to_mm(str(src), str(tmp_path / "mmpt"), fmt="mm-pt", progress=False)
@@ -134,7 +126,7 @@ class Sneaky:
 
 
 def test_full_unpickle_is_refused(tmp_path, tiny_checkpoints):
-    state = {convert_key(k, "diffusers", "mm"): v for k, v in read_folder(tiny_checkpoints["t2v-a14b"] / "transformer").items()}
+    state = {convert_key(k, "diffusers", "mm"): v for k, v in read_safetensors(tiny_checkpoints["t2v-a14b"] / "transformer").items()}
     make_mindspeed_checkpoint(tmp_path / "evil", state, extra={"payload": Sneaky()})
     with pytest.raises(UserError, match="weights_only=True"):
         mm_to_hf(str(tmp_path / "evil"), str(tmp_path / "out"), progress=False)
@@ -221,7 +213,7 @@ def test_fsspec_urls(tmp_path, tiny_checkpoints):
     hf_to_mm("memory://src/transformer", "memory://out/mm", max_shard_size="50KB", progress=False)
     assert fs.exists("/out/mm/latest_checkpointed_iteration.txt") and not fs.exists("/out/mm.tmp-upload")
     mm_to_hf("memory://out/mm", str(tmp_path / "hf"), progress=False)
-    assert_same_tensors(read_folder(tiny_checkpoints["ti2v-5b"] / "transformer"), read_folder(tmp_path / "hf"))
+    assert_same_tensors(read_safetensors(tiny_checkpoints["ti2v-5b"] / "transformer"), read_safetensors(tmp_path / "hf"))
 
 
 @pytest.mark.parametrize("preset", ["ti2v-5b", "t2v-a14b", "i2v-a14b"])
@@ -255,7 +247,7 @@ def test_command_lines(tmp_path, tiny_checkpoints):
     r = run("WanConverter", "mm_to_hf", "--cfg.source_path", str(tmp_path / "mm"), "--cfg.target_path",
             str(tmp_path / "hf"), "--cfg.hf_path", str(src / "transformer"), exe="mm-convert")
     assert r.returncode == 0, r.stderr
-    assert_same_tensors(read_folder(src / "transformer"), read_folder(tmp_path / "hf"))
+    assert_same_tensors(read_safetensors(src / "transformer"), read_safetensors(tmp_path / "hf"))
     r = run("WanConverter", "hf_to_mm", "--cfg.source_path", str(src), "--cfg.target_path", str(tmp_path / "mm2"),
             "--cfg.format", "safetensors", exe="mm-convert")
     assert r.returncode == 0 and (tmp_path / "mm2" / "transformer" / "release" / "model.safetensors.index.json").is_file()

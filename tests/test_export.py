@@ -9,21 +9,13 @@ import pytest
 import torch
 import yaml
 from diffusers import WanPipeline
-from safetensors.torch import load_file
 
+from conftest import read_safetensors
 from wan_core.errors import UserError
 from wan_core.export import consolidate, export
 from wan_core.weights.names import convert_key
 
 HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
-
-
-def read_safetensors(folder):
-    out = {}
-    for f in sorted(os.listdir(folder)):
-        if f.endswith(".safetensors"):
-            out.update(load_file(os.path.join(folder, f)))
-    return out
 
 
 def torch_dcp_model(iter_dir, tmp_path):

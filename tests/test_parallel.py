@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 
 from wan_core.device import profile_env, validate_npu_env

@@ -104,7 +104,6 @@ def metrics(save):
 
 def final_weights(save):
     import wan_core.train.checkpoint as ck
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     step = ck.latest_iteration(save)

@@ -1,7 +1,6 @@
 """validate-dataset over a corpus of broken entries: the right reason for each, the good ones kept."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 

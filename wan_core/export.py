@@ -17,7 +17,7 @@ import torch
 
 from wan_core.errors import UserError
 from wan_core.model.config import WanConfig
-from wan_core.storage import Location, output_dir
+from wan_core.storage import output_dir
 from wan_core.train.checkpoint import LATEST, STATE_FILE, iteration_dir
 from wan_core.weights.layouts import ITERATION_FILE, MM_INDEX, MM_PT, infer_config
 from wan_core.weights.safetensors_io import TensorMeta, parse_size, tensor_bytes_writer, write_sharded

@@ -7,7 +7,6 @@ weights, and an offline tokenizer, so tests and the demo never download anything
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch

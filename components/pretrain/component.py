@@ -9,7 +9,7 @@ def pretrain(base_model: str, variant: str, task: str, expert: str, manifest: st
              iters: int, save_interval: int, micro_batch_size: int, lr: float, dtype: str, num_frames: int,
              height: int, width: int, fps: float, nproc: int, nnodes: int, cp: int, cp_algo: str, launcher: str,
              image: str, accelerator: str, curve: Output[HTML], metrics: Output[Metrics], load_subdir: str = "",
-             workdir: str = "") -> str:
+             workdir: str = "", run_id: str = "") -> str:
     """Train one DiT: locally with torchrun (launcher "local"), or as a TrainJob / PyTorchJob / Volcano Job
     on the cluster; returns the save_path holding the DCP checkpoints."""
     import pathlib
@@ -25,5 +25,5 @@ def pretrain(base_model: str, variant: str, task: str, expert: str, manifest: st
                               save_path=save_path, load_path=load_path, iters=iters, save_interval=save_interval,
                               micro_batch_size=micro_batch_size, lr=lr, dtype=dtype, num_frames=num_frames,
                               height=height, width=width, fps=fps, nproc=nproc, nnodes=nnodes, cp=cp, cp_algo=cp_algo,
-                              launcher=launcher, image=image, accelerator=accelerator),
+                              launcher=launcher, image=image, accelerator=accelerator, run_id=run_id),
                          pathlib.Path(curve.path), metrics.log_metric)

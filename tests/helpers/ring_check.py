@@ -1,5 +1,8 @@
 """Run under torchrun: ring attention (flash-kernel and math paths) vs float64 reference, with padded keys."""
-import torch, torch.distributed as dist, sys, os
+import sys
+
+import torch
+import torch.distributed as dist
 
 from wan_core.parallel.mesh import ParallelDims
 from wan_core.parallel.context_parallel import ContextParallel

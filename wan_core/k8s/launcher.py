@@ -287,7 +287,8 @@ def launch_training(params: dict, config_path) -> None:
     import os
 
     namespace = os.environ.get("WAN22_NAMESPACE") or _pod_namespace()
-    run_id = os.environ.get("KFP_RUN_ID") or os.environ.get("HOSTNAME", "local")
+    # the KFP run's id names the job, so a retried step reattaches to it
+    run_id = params.get("run_id") or os.environ.get("HOSTNAME", "local")
     spec = LaunchSpec(
         name=job_name(run_id, "train-" + (params.get("expert") or "dit")), namespace=namespace,
         image=params.get("image") or IMAGES.get(params.get("accelerator", "cpu"), IMAGES["cpu"]),

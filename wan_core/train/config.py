@@ -10,7 +10,7 @@ import hashlib
 import json
 import typing
 from pathlib import Path
-from typing import Any
+
 
 import yaml
 
