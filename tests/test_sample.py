@@ -214,3 +214,21 @@ def test_batched_guidance_path_equals_diffusers(tiny_checkpoints, monkeypatch):
     ours = WanSampler(tiny_checkpoints[variant])([SampleRequest(p, s, make_image()) for p, s in PROMPTS], settings)
     theirs = diffusers_frames(tiny_checkpoints[variant], with_image, size, guidance, 6, "blurry, static")
     assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_large_frames_decode_in_tiles(tiny_checkpoints):
+    """Above VAE_TILING_MIN_SIDE the VAE decodes in tiles (bounded memory), close to the whole-frame decode."""
+    from wan_core.sample.sampler import VAE_TILING_MIN_SIDE
+
+    sampler = WanSampler(tiny_checkpoints["t2v-a14b"])
+    side = VAE_TILING_MIN_SIDE + 64
+    latents = torch.randn(1, 16, 2, side // 8, side // 8, generator=torch.Generator().manual_seed(0))
+    settings = SampleSettings(5, side, side, 1, 1.0, None, "")
+    tiled = sampler.decode(latents, settings)
+    assert sampler.vae.model.use_tiling and tiled.shape == (1, 5, side, side, 3)
+    sampler.vae.enable_tiling(False)
+    whole = (sampler.vae.decode(latents).float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()
+    assert np.abs(tiled - whole).mean() < 0.02
+    small = SampleSettings(5, 64, 64, 1, 1.0, None, "")
+    sampler.decode(latents[..., :8, :8], small)
+    assert not sampler.vae.model.use_tiling
