@@ -181,8 +181,7 @@ def _cmd_train(args) -> int:
         dims = ParallelDims(nproc * nnodes, cfg.parallel.cp, cfg.parallel.cp_algo, cfg.parallel.ulysses_degree)
         if heads:
             dims.validate(heads)
-        argv = [a for a in sys.argv[1:]] if args.argv is None else args.argv
-        status = run_torchrun(_strip_launch_args(argv), plan)
+        status = run_torchrun(_strip_launch_args(args.argv), plan)
         if status:
             raise UserError(f"training failed (torchrun exit status {status}); see the rank messages above")
         return 0
@@ -277,7 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nnodes", type=int, help="nodes (default: the launcher's variables, $NNODES, or 1)")
     p.add_argument("--node-rank", type=int, help="this node's index")
     p.add_argument("--rdzv-endpoint", help="HOST:PORT of node 0 for multi-node runs")
-    p.set_defaults(argv=None)
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("consolidate", help="DCP training checkpoint -> one mm checkpoint (model weights only)",
                        description="Reads model tensors only (never the optimizer), one at a time; safetensors "
@@ -344,8 +342,7 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
         argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
     args.passthrough = passthrough
-    if argv is not None and hasattr(args, "argv"):
-        args.argv = list(argv)
+    args.argv = argv  # the command line without the passthrough part (train re-launches itself with it)
     try:
         return args.func(args)
     except UserError as exc:

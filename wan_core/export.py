@@ -18,7 +18,7 @@ import torch
 from wan_core.errors import UserError
 from wan_core.model.config import WanConfig
 from wan_core.storage import output_dir
-from wan_core.train.checkpoint import LATEST, STATE_FILE, iteration_dir
+from wan_core.train.checkpoint import LATEST, STATE_FILE, check_complete, iteration_dir, latest_iteration
 from wan_core.weights.layouts import ITERATION_FILE, MM_INDEX, MM_PT, infer_config
 from wan_core.weights.safetensors_io import TensorMeta, parse_size, tensor_bytes_writer, write_sharded
 
@@ -31,13 +31,9 @@ def _resolve_iteration(save_path: Path, iteration: str | int | None) -> Path:
     if not save_path.is_dir():
         raise UserError(f"--source {save_path}: no such training output folder")
     if iteration in (None, "latest"):
-        pointer = save_path / LATEST
-        if not pointer.is_file():
+        iteration = latest_iteration(save_path)
+        if iteration is None:
             raise UserError(f"--source {save_path}: no {LATEST} (no complete checkpoint yet); pass --iteration N")
-        text = pointer.read_text().strip()
-        if not text.isdigit():
-            raise UserError(f"{pointer}: expected an iteration number, found {text!r}")
-        iteration = int(text)
     try:
         step = int(iteration)
     except ValueError:
@@ -46,8 +42,7 @@ def _resolve_iteration(save_path: Path, iteration: str | int | None) -> Path:
     if not folder.is_dir():
         have = sorted(p.name for p in save_path.glob("iter_*") if not p.name.endswith(".tmp"))
         raise UserError(f"--source {save_path}: no checkpoint for iteration {step} (have: {', '.join(have) or 'none'})")
-    if not (folder / ".metadata").is_file():
-        raise UserError(f"{folder}: incomplete DCP checkpoint (no .metadata); it was probably interrupted while saving")
+    check_complete(folder)
     return folder
 
 

@@ -50,7 +50,8 @@ def read_lines(path: str, what: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def load_images(images_file: str, count: int) -> list:
+def load_images(images_file: str, count: int) -> tuple[list, list[str]]:
+    """(PIL images, their lines as written) for an images file with one path per prompt."""
     from PIL import Image, UnidentifiedImageError
 
     paths = read_lines(images_file, "images")
@@ -68,7 +69,7 @@ def load_images(images_file: str, count: int) -> list:
             raise UserError(f"images file {images_file}, line {line_no}: {path} does not exist") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise UserError(f"images file {images_file}, line {line_no}: {path} is not a readable image ({exc})") from None
-    return images
+    return images, paths
 
 
 def from_mindspeed_config(path: str) -> SampleJob:
@@ -130,8 +131,7 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
     prompts = read_lines(job.prompts, "prompts")
     if not prompts:
         raise UserError(f"prompts file {job.prompts} has no prompts")
-    images = load_images(job.images, len(prompts)) if job.images else [None] * len(prompts)
-    image_paths = read_lines(job.images, "images") if job.images else [None] * len(prompts)
+    images, image_paths = load_images(job.images, len(prompts)) if job.images else ([None] * len(prompts),) * 2
     if folder.variant == "i2v-a14b" and not job.images:
         raise UserError("i2v-a14b samples from an image per prompt: give --images FILE")
     guidance = job.guidance or [g for g in defaults.guidance if g is not None]

@@ -42,10 +42,13 @@ def latest_iteration(save_path: str | Path) -> int | None:
     if not re.fullmatch(r"\d+", text):
         raise UserError(f"{pointer}: expected an iteration number, found {text!r}")
     step = int(text)
-    if not (iteration_dir(save_path, step) / ".metadata").is_file():
-        raise UserError(f"{pointer} names iteration {step}, but {iteration_dir(save_path, step)} is incomplete "
-                        "(no .metadata)")
+    check_complete(iteration_dir(save_path, step))
     return step
+
+
+def check_complete(folder: Path) -> None:
+    if not (folder / ".metadata").is_file():
+        raise UserError(f"{folder}: incomplete DCP checkpoint (no .metadata); it was probably interrupted while saving")
 
 
 def _is_rank0() -> bool:

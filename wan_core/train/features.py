@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from wan_core.errors import UserError
@@ -26,17 +27,14 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True) -> 
 
     from wan_core.data.dataset import VideoClipDataset
     from wan_core.encoders import first_frame_condition
-    from wan_core.train.trainer import Trainer
+    from wan_core.device import default_device
+    from wan_core.train.trainer import build_encoders, data_source
 
     if cfg.data.features:
         raise UserError("cache-features reads the dataset itself: give data.data_txt or data.manifest, not data.features")
-    trainer = Trainer.__new__(Trainer)  # only the data and encoder builders are needed
-    trainer.cfg, trainer.device = cfg, torch.device("cpu")
-    from wan_core.device import default_device
-
-    trainer.device = default_device()
-    entries, digest, _ = trainer.build_data_source()
-    text_encoder, vae = trainer.build_encoders()
+    device = default_device()
+    entries, digest, _ = data_source(cfg)
+    text_encoder, vae = build_encoders(cfg, device)
     d = cfg.data
     dataset = VideoClipDataset(entries, d.num_frames, d.height, d.width, d.fps, cfg.train.seed)
     out = Path(out)
@@ -46,7 +44,7 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True) -> 
         kept = []
         for i in tqdm(range(len(entries)), desc="encoding", unit="clip", disable=not progress):
             try:
-                video = dataset.load(i).unsqueeze(0).to(trainer.device)
+                video = dataset.load(i).unsqueeze(0).to(device)
             except Exception as exc:
                 print(f"skipping {entries[i]['path']}: {exc}")
                 continue
@@ -100,9 +98,7 @@ class _FeatureDataset(torch.utils.data.Dataset):
 
         index = entry_order(self.store.count, self.seed, position)
         path = self.store.folder / "samples" / f"{index:06d}.safetensors"
-        tensors = load_file(path)
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
             caption = f.metadata().get("cap", "")
         return {"position": position, "entry": index, "caption": caption, **tensors}

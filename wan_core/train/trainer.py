@@ -51,6 +51,42 @@ def is_rank0() -> bool:
     return not is_distributed() or torch.distributed.get_rank() == 0
 
 
+def data_source(cfg: TrainConfig):
+    """(entries, manifest hash, feature store): what the config trains on."""
+    from wan_core.data.manifest import load_manifest, manifest_hash, validate_dataset
+
+    d = cfg.data
+    if d.features:
+        from wan_core.train.features import FeatureStore
+
+        store = FeatureStore(d.features)
+        store.check_compatible(cfg)
+        return None, store.digest, store
+    if d.manifest:
+        entries = load_manifest(d.manifest)
+    else:
+        results, _ = validate_dataset(d.data_txt)
+        entries = [r.entry for r in results if r.reason is None]
+        bad = len(results) - len(entries)
+        if bad:
+            log.warning("%d invalid dataset entries skipped (run wan22 validate-dataset for the report)", bad)
+        if not entries:
+            raise UserError(f"data.data_txt {d.data_txt}: no valid entries")
+    return entries, manifest_hash(entries), None
+
+
+def build_encoders(cfg: TrainConfig, device):
+    """The frozen text encoder and VAE of the config's pipeline folder."""
+    from wan_core.encoders import TextEncoder, VideoVAE
+
+    folder = cfg.model.from_pretrained
+    text = TextEncoder(folder, dtype=torch.float32, device=device)
+    vae = VideoVAE(folder, dtype=torch.float32, device=device)
+    for m in (text.model, vae.model):
+        m.requires_grad_(False)
+    return text, vae
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
         from wan_core.device import default_device
@@ -90,26 +126,10 @@ class Trainer:
 
     # -- building blocks ---------------------------------------------------------------------------
     def build_data_source(self):
-        from wan_core.data.manifest import load_manifest, manifest_hash, validate_dataset
+        return data_source(self.cfg)
 
-        d = self.cfg.data
-        if d.features:
-            from wan_core.train.features import FeatureStore
-
-            store = FeatureStore(d.features)
-            store.check_compatible(self.cfg)
-            return None, store.digest, store
-        if d.manifest:
-            entries = load_manifest(d.manifest)
-        else:
-            results, _ = validate_dataset(d.data_txt)
-            entries = [r.entry for r in results if r.reason is None]
-            bad = len(results) - len(entries)
-            if bad:
-                log.warning("%d invalid dataset entries skipped (run wan22 validate-dataset for the report)", bad)
-            if not entries:
-                raise UserError(f"data.data_txt {d.data_txt}: no valid entries")
-        return entries, manifest_hash(entries), None
+    def build_encoders(self):
+        return build_encoders(self.cfg, self.device)
 
     def build_model(self):
         import wan_core
@@ -142,16 +162,6 @@ class Trainer:
         if cfg.train.activation_checkpointing:
             model.enable_activation_checkpointing()
         return model
-
-    def build_encoders(self):
-        from wan_core.encoders import TextEncoder, VideoVAE
-
-        folder = self.cfg.model.from_pretrained
-        text = TextEncoder(folder, dtype=torch.float32, device=self.device)
-        vae = VideoVAE(folder, dtype=torch.float32, device=self.device)
-        for m in (text.model, vae.model):
-            m.requires_grad_(False)
-        return text, vae
 
     def build_loader(self, start_step: int):
         from wan_core.data.dataset import PositionSampler, VideoClipDataset, collate
