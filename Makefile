@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install benchmark images clean
+.PHONY: demo test e2e install benchmark images clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-containers: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[containers]'
+	touch $@
+
 install: $(VENV)/.installed
 
 # the whole Kubeflow DAG under kfp.local on tiny generated weights and data; output in runs/<timestamp>/
@@ -34,10 +38,14 @@ test: $(VENV)/.installed-test
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/dit_step.py
 
+# the whole DAG as containers of the cpu image (built first when missing), under Docker or podman
+e2e: $(VENV)/.installed-containers
+	PYTHON=$(BIN)/python bash images/e2e.sh
+
+# KINDS="cpu cuda npu" to build more than the cpu image (the cuda and npu bases must be pullable)
+KINDS ?= cpu
 images:
-	docker build -f images/cpu/Dockerfile -t wan22:0.1.0-cpu .
-	docker build -f images/cuda/Dockerfile -t wan22:0.1.0-cuda .
-	docker build -f images/npu/Dockerfile -t wan22:0.1.0-npu .
+	bash images/build.sh $(KINDS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-PIPELINES = ("wan22-full", "wan22-sample", "wan22-convert")
-
+from wan_core.errors import UserError
 
 def builders():
     from pipelines import convert, full, sample
@@ -14,35 +13,100 @@ def builders():
     return {"wan22-full": full.build, "wan22-sample": sample.build, "wan22-convert": convert.build}
 
 
-def compile_all(out: str | Path, profile: str = "cpu", volume: str = "pvc", storage_secret: str | None = None,
-                image_pull_secret: str | None = None) -> list[Path]:
+def compile_all(out: str | Path, deployment) -> list[Path]:
+    """Every pipeline as KFP IR (`NAME.yaml`) and as Kubernetes-native Pipeline/PipelineVersion manifests
+    (`k8s/NAME.yaml`), with `deployment` applied; written to a temporary folder and moved in place."""
+    import os
+    import shutil
+    import tempfile
+
     from kfp import compiler
 
-    from pipelines.profiles import Deployment
-
     out = Path(out)
-    (out / "k8s").mkdir(parents=True, exist_ok=True)
-    deployment = Deployment(profile, volume, storage_secret, image_pull_secret)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, build in builders().items():
-        func = build(deployment)
-        compiler.Compiler().compile(func, str(out / f"{name}.yaml"))
-        options = compiler.KubernetesManifestOptions(pipeline_name=name, pipeline_version_name=f"{name}-v0-1-0",
-                                                     include_pipeline_manifest=True)
-        compiler.Compiler().compile(func, str(out / "k8s" / f"{name}.yaml"), kubernetes_manifest_format=True,
-                                    kubernetes_manifest_options=options)
-        written += [out / f"{name}.yaml", out / "k8s" / f"{name}.yaml"]
-    return written
+    with tempfile.TemporaryDirectory(dir=out, prefix=".compile-") as tmp:
+        (Path(tmp) / "k8s").mkdir()
+        for name, build in builders().items():
+            func = build(deployment)
+            compiler.Compiler().compile(func, str(Path(tmp) / f"{name}.yaml"))
+            options = compiler.KubernetesManifestOptions(pipeline_name=name, pipeline_version_name=f"{name}-v0-1-0",
+                                                         include_pipeline_manifest=True)
+            compiler.Compiler().compile(func, str(Path(tmp) / "k8s" / f"{name}.yaml"), kubernetes_manifest_format=True,
+                                        kubernetes_manifest_options=options)
+            written += [Path(f"{name}.yaml"), Path("k8s") / f"{name}.yaml"]
+        (out / "k8s").mkdir(exist_ok=True)
+        for rel in written:
+            os.replace(Path(tmp) / rel, out / rel)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out / rel for rel in written]
+
+
+def deployment_from_args(args):
+    """The Deployment that the --profile/--image/--pvc/... options describe."""
+    import json
+
+    from wan_core.k8s.deployment import Deployment
+
+    selector = None
+    if args.node_selector is not None:
+        selector = {}
+        for item in args.node_selector:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UserError(f"--node-selector {item!r}: expected KEY=VALUE")
+            selector[key] = value
+    tolerations = None
+    if args.toleration is not None:
+        tolerations = []
+        for item in args.toleration:
+            try:
+                t = json.loads(item)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"--toleration {item!r}: not JSON ({exc.msg})") from None
+            if not isinstance(t, dict):
+                raise UserError(f"--toleration {item!r}: expected a JSON object like "
+                                '{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}')
+            tolerations.append(t)
+    return Deployment(profile=args.profile, image=args.image or "", image_pull_secret=args.image_pull_secret or "",
+                      pvc=args.pvc, storage_secret=args.storage_secret or "", namespace=args.namespace or "",
+                      service_account=args.service_account or "", node_selector=selector, tolerations=tolerations,
+                      accelerator_resource=args.accelerator_resource, devices_per_node=args.devices_per_node,
+                      nnodes=args.nnodes, volcano_queue=args.volcano_queue or "")
+
+
+def add_deployment_args(p, profile: str = "cpu", devices_per_node: int = 0) -> None:
+    from wan_core.device import IMAGES
+
+    g = p.add_argument_group("deployment (where the pods run)")
+    g.add_argument("--profile", default=profile, choices=["npu", "cuda", "cpu"],
+                   help=f"accelerator profile: resource name, env, node selector, tolerations (default: {profile})")
+    g.add_argument("--image", help=f"container image (default: the profile's, e.g. {IMAGES['npu']})")
+    g.add_argument("--image-pull-secret", help="Secret for pulling the image")
+    g.add_argument("--pvc", default="wan22-data", help="claim mounted at /data; '' for none (default: wan22-data)")
+    g.add_argument("--storage-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for fsspec URLs")
+    g.add_argument("--namespace", help="namespace of the training job (default: the submitting pod's)")
+    g.add_argument("--service-account", help="service account of the training job's pods")
+    g.add_argument("--node-selector", action="append", metavar="KEY=VALUE",
+                   help="node selector entry, repeatable (default: the profile's)")
+    g.add_argument("--toleration", action="append", metavar="JSON",
+                   help="toleration as a JSON object, repeatable (default: the profile's)")
+    g.add_argument("--accelerator-resource", help="extended resource name, '' for none (default: the profile's)")
+    g.add_argument("--devices-per-node", type=int, default=devices_per_node,
+                   help=f"accelerators (and training processes) per node (default: {devices_per_node})")
+    g.add_argument("--nnodes", type=int, default=1, help="training nodes (default: 1)")
+    g.add_argument("--volcano-queue", help="Volcano queue of the training job")
 
 
 def _cmd_compile(args) -> int:
     import os
 
-    from wan_core.device import IMAGES
-
-    # read by components/ when they are first imported, which happens below
-    os.environ["WAN22_IMAGE"] = args.image or os.environ.get("WAN22_IMAGE") or IMAGES[args.profile]
-    for path in compile_all(args.out, args.profile, args.volume, args.storage_secret, args.image_pull_secret):
+    deployment = deployment_from_args(args)
+    # components/ read the image when first imported, which happens below
+    os.environ["WAN22_IMAGE"] = deployment.image
+    for path in compile_all(args.out, deployment):
         print(path)
     return 0
 
@@ -50,12 +114,8 @@ def _cmd_compile(args) -> int:
 def _cmd_run(args) -> int:
     from pipelines.local import run_local
 
-    if not args.local:
-        from wan_core.errors import UserError
-
-        raise UserError("only --local runs start from here; compile with `wan22 pipeline compile` and submit the YAML "
-                        "with the kfp client or the Kubeflow UI (see README)")
-    report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, cp=args.cp, iters=args.iters)
+    report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, cp=args.cp, iters=args.iters,
+                       containers=args.containers, image=args.image)
     print(f"pipeline finished; report: {report}")
     return 0
 
@@ -65,11 +125,7 @@ def _cmd_k8s_job(args) -> int:
 
     from wan_core.k8s.manifests import step_job
 
-    from wan_core.device import IMAGES
-
-    manifest = step_job(args.step, args.passthrough, args.image or IMAGES[args.profile], args.profile, args.devices, args.pvc or None,
-                        name=args.name, namespace=args.namespace, image_pull_secret=args.image_pull_secret,
-                        storage_secret=args.storage_secret)
+    manifest = step_job(args.step, args.passthrough, deployment_from_args(args), args.devices_per_node, name=args.name)
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
     return 0
 
@@ -87,37 +143,32 @@ def _cmd_k8s_rbac(args) -> int:
 def _cmd_k8s_train_job(args) -> int:
     import yaml
 
-    from wan_core.device import IMAGES
     from wan_core.k8s.launcher import MANIFESTS, LaunchSpec
 
-    spec = LaunchSpec(args.name, args.namespace, args.image or IMAGES[args.profile],
-                      ["wan22", "train", "--config", args.config], args.nnodes, args.nproc, args.profile, args.pvc or None,
-                      volcano_queue=args.volcano_queue)
+    spec = LaunchSpec(args.name, ["wan22", "train", "--config", args.config], deployment_from_args(args))
     sys.stdout.write(yaml.safe_dump(MANIFESTS[args.launcher](spec), sort_keys=False))
     return 0
 
 
 def register(sub) -> None:
-    from wan_core.device import IMAGES
-
     p = sub.add_parser("pipeline", help="compile the Kubeflow pipelines, or run the whole DAG locally")
     ps = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
     c = ps.add_parser("compile", help="write every pipeline as KFP IR YAML and as Kubernetes-native manifests")
-    c.add_argument("--out", required=True)
-    c.add_argument("--profile", default="cpu", choices=["npu", "cuda", "cpu"])
-    c.add_argument("--volume", default="pvc", choices=["pvc", "none"])
-    c.add_argument("--image", help="container image of every step (default: the profile's, "
-                   f"e.g. {IMAGES['npu']})")
-    c.add_argument("--storage-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for fsspec URLs")
-    c.add_argument("--image-pull-secret")
+    c.add_argument("--out", required=True, help="folder for NAME.yaml (KFP IR) and k8s/NAME.yaml")
+    add_deployment_args(c, devices_per_node=8)
     c.set_defaults(func=_cmd_compile)
     r = ps.add_parser("run", help="run the full DAG on this machine with kfp.local (tiny weights and data)")
-    r.add_argument("--local", action="store_true", required=True)
-    r.add_argument("--variant", default="ti2v-5b", choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"])
+    r.add_argument("--local", action="store_true", help="accepted for compatibility: every run here is local")
+    r.add_argument("--containers", action="store_true",
+                   help="run each step in the cpu image with kfp.local's DockerRunner (Docker, or podman's "
+                        "Docker-compatible socket via DOCKER_HOST) instead of subprocesses")
+    r.add_argument("--image", help="image for --containers (default: wan22:<version>-cpu, as images/build.sh tags it)")
+    r.add_argument("--variant", default="ti2v-5b", choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"],
+                   help="default: ti2v-5b")
     r.add_argument("--workdir", help="run folder (default runs/<timestamp>)")
-    r.add_argument("--nproc", type=int, default=2)
-    r.add_argument("--cp", type=int, default=2)
-    r.add_argument("--iters", type=int, default=6)
+    r.add_argument("--nproc", type=int, default=2, help="training processes (default: 2)")
+    r.add_argument("--cp", type=int, default=2, help="context-parallel degree (default: 2)")
+    r.add_argument("--iters", type=int, default=6, help="training steps (default: 6)")
     r.set_defaults(func=_cmd_run)
 
     k = sub.add_parser("k8s", help="Kubernetes manifests for kubectl users")
@@ -125,14 +176,8 @@ def register(sub) -> None:
     j = ks.add_parser("job", help="print a batch/v1 Job running one wan22 step (kubectl apply -f -)")
     j.add_argument("step", choices=["validate-dataset", "convert", "train", "consolidate", "export", "sample"])
     j.epilog = "the step's own arguments follow --, e.g. wan22 k8s job consolidate -- --source /data/save ..."
-    j.add_argument("--image", help="default: the profile's image")
-    j.add_argument("--profile", default="cpu", choices=["npu", "cuda", "cpu"])
-    j.add_argument("--devices", type=int, default=0)
-    j.add_argument("--pvc", default="wan22-data", help="claim mounted at /data ('' for none)")
     j.add_argument("--name")
-    j.add_argument("--namespace")
-    j.add_argument("--image-pull-secret")
-    j.add_argument("--storage-secret")
+    add_deployment_args(j)
     j.set_defaults(func=_cmd_k8s_job)
     rb = ks.add_parser("rbac", help="print the ServiceAccount, Role and RoleBinding the pretrain launcher needs")
     rb.add_argument("--namespace", required=True)
@@ -142,12 +187,6 @@ def register(sub) -> None:
     tj = ks.add_parser("train-job", help="print the multi-node training job the pretrain step would submit")
     tj.add_argument("--launcher", default="trainjob", choices=["trainjob", "pytorchjob", "volcano"])
     tj.add_argument("--name", default="wan22-train")
-    tj.add_argument("--namespace", default="default")
     tj.add_argument("--config", required=True, help="training config path inside the pods (on the data volume)")
-    tj.add_argument("--nnodes", type=int, default=1)
-    tj.add_argument("--nproc", type=int, default=8)
-    tj.add_argument("--profile", default="npu", choices=["npu", "cuda", "cpu"])
-    tj.add_argument("--image")
-    tj.add_argument("--pvc", default="wan22-data")
-    tj.add_argument("--volcano-queue")
+    add_deployment_args(tj, profile="npu", devices_per_node=8)
     tj.set_defaults(func=_cmd_k8s_train_job)

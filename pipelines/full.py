@@ -10,10 +10,13 @@ from components.export_pipeline import export_pipeline
 from components.pretrain import pretrain
 from components.validate_dataset import validate_dataset
 from pipelines import profiles
+from wan_core.k8s.deployment import Deployment
 
 
-def build(deployment: profiles.Deployment = profiles.Deployment()):
-    d = profiles.profile_defaults(deployment.profile)
+def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
+    """`image_parameter`: the `image` run parameter sets every task's image (KFP on a cluster);
+    kfp.local's DockerRunner cannot resolve a parameter there, so local runs fix deployment.image."""
+    d = profiles.run_defaults(deployment)
 
     @dsl.pipeline(name="wan22-full", description="Wan2.2 pretraining from raw data to videos")
     def wan22_full(
@@ -21,51 +24,67 @@ def build(deployment: profiles.Deployment = profiles.Deployment()):
         variant: str = "ti2v-5b", task: str = "", images: str = "",
         iters: int = 100, save_interval: int = 50, micro_batch_size: int = 1, lr: float = 1e-5, dtype: str = "bf16",
         num_frames: int = 49, height: int = 480, width: int = 832, fps: float = 16.0,
-        nnodes: int = 1, devices_per_node: int = 8, cp: int = 1, cp_algo: str = "ulysses", launcher: str = "trainjob",
+        nnodes: int = deployment.nnodes, devices_per_node: int = deployment.devices_per_node or 8, cp: int = 1,
+        cp_algo: str = "ulysses", ulysses_degree: int = 0, launcher: str = "trainjob",
         sample_frames: int = 0, sample_height: int = 0, sample_width: int = 0, sample_steps: int = 0,
-        image: str = "", pvc_name: str = "wan22-data", accelerator_resource: str = d["accelerator_resource"],
+        sample_devices: int = 1,
+        image: str = d["image"], pvc_name: str = d["pvc_name"], namespace: str = d["namespace"],
+        service_account: str = d["service_account"], accelerator_resource: str = d["accelerator_resource"],
         node_selector: dict = d["node_selector"], tolerations: list = d["tolerations"],
+        volcano_queue: str = d["volcano_queue"],
     ):
-        heavy = dict(pvc_name=pvc_name, node_selector=node_selector, tolerations=tolerations, devices=devices_per_node,
-                     accelerator_resource=accelerator_resource, heavy=True)
-        light = dict(pvc_name=pvc_name)
+        task_image = image if image_parameter else deployment.image
+        placed = dict(node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource)
         valid = validate_dataset(data_txt=data_txt, manifest_out="manifest.json", workdir=workdir)
-        profiles.apply(valid, deployment, **light)
+        profiles.apply(valid, deployment, pvc_name, task_image)
         base_mm = convert_weights(source=base_model, target="base-mm", workdir=workdir)
-        profiles.apply(base_mm, deployment, **light)
+        profiles.apply(base_mm, deployment, pvc_name, task_image)
 
         def train(expert: str, load_subdir: str):
-            t = pretrain(base_model=base_model, variant=variant, task=task, expert=expert,
-                         manifest=valid.outputs["Output"], save_path="train-" + (expert or "dit"), load_path=base_mm.output,
-                         load_subdir=load_subdir, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                         iters=iters, save_interval=save_interval, micro_batch_size=micro_batch_size, lr=lr,
-                         dtype=dtype, num_frames=num_frames, height=height, width=width, fps=fps,
-                         nproc=devices_per_node, nnodes=nnodes, cp=cp, cp_algo=cp_algo, launcher=launcher,
-                         image=image, accelerator=deployment.profile)
-            t.set_display_name(f"pretrain {expert}")
-            profiles.apply(t, deployment, **heavy)
-            c = consolidate(save_path=t.outputs["Output"], target="mm-" + (expert or "dit"), workdir=workdir)
-            c.set_display_name(f"consolidate {expert}")
-            profiles.apply(c, deployment, **light)
+            def pretrain_task():
+                return pretrain(
+                    base_model=base_model, variant=variant, task=task, expert=expert,
+                    manifest=valid.outputs["Output"], save_path="train-" + (expert or "dit"), load_path=base_mm.output,
+                    load_subdir=load_subdir, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    iters=iters, save_interval=save_interval, micro_batch_size=micro_batch_size, lr=lr, dtype=dtype,
+                    num_frames=num_frames, height=height, width=width, fps=fps, cp=cp, cp_algo=cp_algo,
+                    ulysses_degree=ulysses_degree, launcher=launcher, profile=deployment.profile, image=image,
+                    image_pull_secret=deployment.image_pull_secret, pvc_name=pvc_name if deployment.pvc else "",
+                    storage_secret=deployment.storage_secret, namespace=namespace, service_account=service_account,
+                    node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource,
+                    devices_per_node=devices_per_node, nnodes=nnodes, volcano_queue=volcano_queue)
+
+            # training in the step's own pod holds the accelerators; a step that submits a cluster job
+            # and watches it requests none
+            with dsl.If(launcher == "local", name=f"train-here-{expert or 'dit'}"):
+                here = pretrain_task().set_display_name(f"pretrain {expert}".strip())
+                profiles.apply(here, deployment, pvc_name, task_image, devices=devices_per_node, **placed)
+            with dsl.Else(name=f"train-on-cluster-{expert or 'dit'}"):
+                submit = pretrain_task().set_display_name(f"pretrain {expert} (cluster job)".strip())
+                profiles.apply(submit, deployment, pvc_name, task_image)
+            c = consolidate(save_path=dsl.OneOf(here.outputs["Output"], submit.outputs["Output"]),
+                            target="mm-" + (expert or "dit"), workdir=workdir)
+            c.set_display_name(f"consolidate {expert}".strip())
+            profiles.apply(c, deployment, pvc_name, task_image)
             return c
 
         def sample(model):
             s = batch_sample(model=model, prompts=prompts, images=images, output="samples", workdir=workdir,
                              frames=sample_frames, height=sample_height, width=sample_width, steps=sample_steps,
-                             nproc=1)
-            profiles.apply(s, deployment, **heavy)
+                             nproc=sample_devices)
+            profiles.apply(s, deployment, pvc_name, task_image, devices=sample_devices, **placed)
 
         with dsl.If(variant == "ti2v-5b", name="one-expert"):
             one = train("", "")
             exported = export_pipeline(source=one.output, base=base_model, target="exported", workdir=workdir)
-            profiles.apply(exported, deployment, **light)
+            profiles.apply(exported, deployment, pvc_name, task_image)
             sample(exported.output)
         with dsl.Else(name="two-experts"):
             high = train("high", "transformer")
             low = train("low", "transformer_2")
             exported2 = export_pipeline(source=high.output, source_2=low.output, expert="high", base=base_model,
                                         target="exported", workdir=workdir)
-            profiles.apply(exported2, deployment, **light)
+            profiles.apply(exported2, deployment, pvc_name, task_image)
             sample(exported2.output)
 
     return wan22_full

@@ -1,7 +1,9 @@
-"""`wan22 pipeline run --local` (what `make demo` runs): the whole wan22-full DAG under kfp.local on tiny
-generated weights and data, with 2-process FSDP2 + CP=2 training, ending in mp4s and an HTML report."""
+"""`wan22 pipeline run` (what `make demo` and `make e2e` run): the whole wan22-full DAG under kfp.local on
+tiny generated weights and data, with 2-process FSDP2 + CP=2 training, ending in mp4s and an HTML report.
+Steps run as subprocesses, or with --containers each in the cpu image through kfp.local's DockerRunner."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import html
 import json
@@ -10,10 +12,17 @@ from pathlib import Path
 
 
 def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, cp: int = 2,
-              iters: int = 6) -> Path:
+              iters: int = 6, containers: bool = False, image: str | None = None) -> Path:
     from kfp import local
 
-    from pipelines import full
+    from wan_core.errors import UserError
+    from wan_core.k8s.deployment import Deployment
+
+    if iters < 1 or nproc < 1 or cp < 1:
+        raise UserError(f"--iters {iters}, --nproc {nproc}, --cp {cp}: each must be at least 1")
+    if nproc % cp:
+        raise UserError(f"--cp {cp} must divide --nproc {nproc} (the context-parallel groups split the processes)")
+
     from wan_core.data.demo import make_demo_dataset
     from wan_core.tiny import make_tiny_checkpoint
 
@@ -42,15 +51,41 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         (run_dir / "inputs" / "images.txt").write_text("\n".join(lines) + "\n")
         images = str(run_dir / "inputs" / "images.txt")
     size = 32
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"))
-    print(f"[wan22] running wan22-full under kfp.local: {variant}, {nproc} processes, CP={cp}, {iters} steps",
+    if containers:
+        from pipelines.containers import container_runner
+
+        image = image or default_image()
+        runner_context = container_runner(image, run_dir)
+        deployment = Deployment(image=image)
+    else:
+        runner_context = contextlib.nullcontext(local.SubprocessRunner(use_venv=False))
+        deployment = Deployment()
+    how = f"in containers of {image}" if containers else "as subprocesses"
+    print(f"[wan22] running wan22-full under kfp.local {how}: {variant}, {nproc} processes, CP={cp}, {iters} steps",
           flush=True)
-    full.build()(base_model=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
-                 prompts=str(prompts), images=images, variant=variant, iters=iters, save_interval=max(1, iters // 2),
-                 micro_batch_size=1, lr=1e-3, dtype="fp32", num_frames=9, height=size, width=size, fps=16.0,
+    with runner_context as runner:
+        # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
+        local.init(runner=runner, pipeline_root=str(run_dir))
+        _run_full(deployment, base=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
+                  prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp, size=size)
+    return write_run_report(run_dir, variant, time.time() - started)
+
+
+def default_image() -> str:
+    """The tag images/build.sh gives the cpu image."""
+    import wan_core
+
+    return f"wan22:{wan_core.__version__}-cpu"
+
+
+def _run_full(deployment, base, data_txt, workdir, prompts, images, variant, iters, nproc, cp, size) -> None:
+    from pipelines import full
+
+    full.build(deployment, image_parameter=False)(
+                 base_model=base, data_txt=data_txt, workdir=workdir, prompts=prompts, images=images, variant=variant,
+                 iters=iters, save_interval=max(1, iters // 2), micro_batch_size=1, lr=1e-3, dtype="fp32", num_frames=9, height=size, width=size, fps=16.0,
                  nnodes=1, devices_per_node=nproc, cp=cp, cp_algo="ulysses", launcher="local", sample_frames=5,
                  sample_height=size, sample_width=size, sample_steps=4)
-    return write_run_report(run_dir, variant, time.time() - started)
 
 
 def write_run_report(run_dir: Path, variant: str, seconds: float) -> Path:

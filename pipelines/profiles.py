@@ -1,55 +1,46 @@
-"""Applying an accelerator profile and the shared volume to pipeline tasks (kfp-kubernetes).
+"""Applying a deployment (wan_core.k8s.deployment.Deployment) to pipeline tasks with kfp-kubernetes.
 
-The profiles themselves - resource names, NPU environment defaults and their ranges - live in
-wan_core.device; this module only applies them to tasks."""
+Compile-time fields (profile, secrets, whether a data volume is mounted) are fixed here; the rest are
+run parameters of each pipeline, with the compile-time values as defaults (`run_defaults`), so a run
+can move to another image, claim, node pool or accelerator count without recompiling. The same
+values reach the training job the pretrain step submits (components/pretrain)."""
 from __future__ import annotations
-
-import dataclasses
 
 from kfp import kubernetes
 
-from wan_core.device import PROFILES, profile_env
-
-DATA_MOUNT = "/data"
-
-
-@dataclasses.dataclass(frozen=True)
-class Deployment:
-    """Compile-time choices: which profile's env vars, how the data volume is attached, which secrets."""
-    profile: str = "cpu"
-    volume: str = "pvc"  # pvc (an existing claim named by a run parameter) | none
-    storage_secret: str | None = None  # env vars (AWS_ACCESS_KEY_ID, ...) for fsspec object storage
-    image_pull_secret: str | None = None
+from wan_core.device import profile_env
+from wan_core.k8s.deployment import DATA_MOUNT, STORAGE_SECRET_KEYS, Deployment
 
 
-def apply(task, deployment: Deployment, pvc_name=None, node_selector=None, tolerations=None, devices=None,
-          accelerator_resource=None, heavy: bool = False):
-    """Volume, /dev/shm, env vars, secrets; for heavy (accelerator) steps also resources, node selector
-    and tolerations - the last three as run parameters."""
-    task.set_caching_options(False)  # steps write to the shared volume: never reuse a cached result
-    if deployment.volume == "pvc" and pvc_name is not None:
+def run_defaults(deployment: Deployment) -> dict:
+    """Defaults of the run parameters that carry deployment fields."""
+    d = deployment
+    return {"image": d.image, "pvc_name": d.pvc, "namespace": d.namespace, "service_account": d.service_account,
+            "node_selector": dict(d.node_selector), "tolerations": [dict(t) for t in d.tolerations],
+            "accelerator_resource": d.accelerator_resource, "volcano_queue": d.volcano_queue}
+
+
+def apply(task, deployment: Deployment, pvc_name, image, devices=None, node_selector=None, tolerations=None,
+          accelerator_resource=None):
+    """Every task: no caching (steps write to the shared volume), the data claim at /data, /dev/shm in
+    memory, the profile's env, secrets, and the run's image. Tasks given `devices` also get the
+    accelerator request, node selector and tolerations; the others run anywhere."""
+    task.set_caching_options(False)
+    task.set_container_image(image)
+    if deployment.pvc:
         kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
-    for name, value in profile_env(deployment.profile).items():
+    for name, value in {**profile_env(deployment.profile), "HF_HUB_OFFLINE": "1"}.items():
         task.set_env_variable(name, value)
-    task.set_env_variable("HF_HUB_OFFLINE", "1")
     if deployment.storage_secret:
-        kubernetes.use_secret_as_env(task, secret_name=deployment.storage_secret, secret_key_to_env={
-            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+        kubernetes.use_secret_as_env(task, secret_name=deployment.storage_secret,
+                                     secret_key_to_env={key: key for key in STORAGE_SECRET_KEYS})
     if deployment.image_pull_secret:
         kubernetes.set_image_pull_secrets(task, [deployment.image_pull_secret])
-    if heavy:
-        if PROFILES[deployment.profile]["resource"] and accelerator_resource is not None:
+    if devices is not None:
+        if deployment.accelerator_resource:
             task.set_accelerator_type(accelerator_resource)
             task.set_accelerator_limit(devices)
-        if node_selector is not None:
-            kubernetes.add_node_selector_json(task, node_selector_json=node_selector)
-        if tolerations is not None:
-            kubernetes.add_toleration_json(task, toleration_json=tolerations)
+        kubernetes.add_node_selector_json(task, node_selector_json=node_selector)
+        kubernetes.add_toleration_json(task, toleration_json=tolerations)
     return task
-
-
-def profile_defaults(profile: str) -> dict:
-    p = PROFILES[profile]
-    return {"accelerator_resource": p["resource"] or "", "node_selector": dict(p["node_selector"]),
-            "tolerations": list(p["tolerations"])}

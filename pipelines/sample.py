@@ -3,19 +3,21 @@ from kfp import dsl
 
 from components.batch_sample import batch_sample
 from pipelines import profiles
+from wan_core.k8s.deployment import Deployment
 
 
-def build(deployment: profiles.Deployment = profiles.Deployment()):
-    d = profiles.profile_defaults(deployment.profile)
+def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
+    d = profiles.run_defaults(deployment)
 
     @dsl.pipeline(name="wan22-sample", description="Batch sampling of Wan2.2 videos")
     def wan22_sample(model: str, prompts: str, output: str, images: str = "", frames: int = 0, height: int = 0,
                      width: int = 0, steps: int = 0, guidance: str = "", seed: int = 0, devices: int = 1,
-                     pvc_name: str = "wan22-data", accelerator_resource: str = d["accelerator_resource"],
-                     node_selector: dict = d["node_selector"], tolerations: list = d["tolerations"]):
+                     image: str = d["image"], pvc_name: str = d["pvc_name"],
+                     accelerator_resource: str = d["accelerator_resource"], node_selector: dict = d["node_selector"],
+                     tolerations: list = d["tolerations"]):
         s = batch_sample(model=model, prompts=prompts, output=output, images=images, frames=frames, height=height,
                          width=width, steps=steps, guidance=guidance, seed=seed, nproc=devices)
-        profiles.apply(s, deployment, pvc_name=pvc_name, node_selector=node_selector, tolerations=tolerations,
-                       devices=devices, accelerator_resource=accelerator_resource, heavy=True)
+        profiles.apply(s, deployment, pvc_name, image if image_parameter else deployment.image, devices=devices,
+                       node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource)
 
     return wan22_sample

@@ -11,11 +11,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from wan_core.errors import UserError
+from wan_core.k8s.deployment import Deployment
 from wan_core.k8s.launcher import (KINDS, LaunchSpec, Launcher, job_name, job_state, pytorchjob_manifest,
                                    rbac_manifests, trainjob_manifest, volcano_manifest, _validate_trainjob)
 
-SPEC = LaunchSpec("wan22-train-abc", "ml", "reg/wan22:npu", ["wan22", "train", "--config", "/data/t.yaml"], 2, 8,
-                  "npu", image_pull_secret="regcred")
+SPEC = LaunchSpec("wan22-train-abc", ["wan22", "train", "--config", "/data/t.yaml"],
+                  Deployment(profile="npu", image="reg/wan22:npu", image_pull_secret="regcred", namespace="ml",
+                             devices_per_node=8, nnodes=2))
 
 # Recorded responses (trimmed to the fields the launcher reads)
 TRAINJOB_RUNNING = {"status": {"conditions": [{"type": "Created", "status": "True"}]}}
@@ -103,10 +105,11 @@ def test_cancel_deletes_the_job():
     api = RecordedApi([TRAINJOB_RUNNING])
     l, out = launcher(api)
     l.sleep = lambda s: signal.raise_signal(signal.SIGTERM)  # KFP terminates the step while it waits
+    previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exc:
         l.run(SPEC)
     assert exc.value.code == 143 and api.calls[-1] == ("delete", "trainjob", SPEC.name)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    assert signal.getsignal(signal.SIGTERM) is previous  # the step's own handler is back
 
 
 def test_retry_reattaches_to_the_existing_job():

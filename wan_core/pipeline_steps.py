@@ -8,11 +8,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import yaml
 
 from wan_core.errors import UserError
+
+if TYPE_CHECKING:
+    from wan_core.k8s.deployment import Deployment
 
 LogMetric = Callable[[str, float], None]
 
@@ -60,7 +63,7 @@ def train_config(p: dict) -> dict:
                  "fps": float(p["fps"])},
         "train": {"iters": p["iters"], "save_interval": p["save_interval"], "micro_batch_size": p["micro_batch_size"],
                   "lr": float(p["lr"]), "dtype": p["dtype"]},
-        "parallel": {"cp": p["cp"], "cp_algo": p["cp_algo"]},
+        "parallel": {"cp": p["cp"], "cp_algo": p["cp_algo"], "ulysses_degree": int(p.get("ulysses_degree") or 0) or None},
     }
 
 
@@ -89,7 +92,9 @@ def training_curve_html(metrics_path: Path, title: str) -> str:
             f"{last['grad_norm']:.3f}, {last['samples_per_s']:.2f} samples/s</p></body></html>")
 
 
-def pretrain_step(params: dict, curve_html: Path, log_metric: LogMetric) -> str:
+def pretrain_step(params: dict, deployment: "Deployment", curve_html: Path, log_metric: LogMetric) -> str:
+    """Write the training config next to the checkpoints, then train: here with torchrun on
+    deployment.devices_per_node processes, or as a cluster job placed by `deployment`."""
     save_path = Path(params["save_path"])
     save_path.mkdir(parents=True, exist_ok=True)
     config_path = save_path / "train.yaml"
@@ -97,15 +102,15 @@ def pretrain_step(params: dict, curve_html: Path, log_metric: LogMetric) -> str:
     launcher = params.get("launcher", "local")
     if launcher == "local":
         cmd = [sys.executable, "-m", "wan_core", "train", "--config", str(config_path)]
-        if int(params.get("nproc", 1)) > 1:
-            cmd += ["--nproc", str(params["nproc"])]
+        if deployment.devices_per_node > 1:
+            cmd += ["--nproc", str(deployment.devices_per_node)]
         status = subprocess.call(cmd)
         if status:
             raise UserError(f"training failed (exit status {status})")
     else:
         from wan_core.k8s.launcher import launch_training
 
-        launch_training(params, config_path)
+        launch_training(deployment, config_path, params.get("run_id", ""), params.get("expert", ""), launcher)
     metrics_path = save_path / "metrics.jsonl"
     curve_html.write_text(training_curve_html(metrics_path, f"training {params['variant']} "
                                                             f"{params.get('expert') or ''}".strip()))

@@ -13,8 +13,8 @@ def params(tmp_path, ckpt, demo_dataset, **over):
     manifest.write_text(json.dumps([r.entry for r in validate_dataset(demo_dataset / "data.txt")[0]]))
     p = dict(base_model=str(ckpt), variant="t2v-a14b", task="", expert="high", manifest=str(manifest),
              save_path="train", load_path="", iters=2, save_interval=1, micro_batch_size=1, lr=1e-3, dtype="fp32",
-             num_frames=9, height=32, width=32, fps=16.0, nproc=1, nnodes=1, cp=1, cp_algo="ulysses",
-             launcher="local", image="", accelerator="cpu", workdir=str(tmp_path))
+             num_frames=9, height=32, width=32, fps=16.0, devices_per_node=1, nnodes=1, cp=1, cp_algo="ulysses",
+             launcher="local", workdir=str(tmp_path))
     p.update(over)
     return p
 

@@ -15,9 +15,9 @@ import signal
 import sys
 import time
 
-from wan_core.device import IMAGES, PROFILES
 from wan_core.errors import UserError
-from wan_core.k8s.manifests import _name, pod_spec
+from wan_core.k8s.deployment import Deployment, pod_spec
+from wan_core.k8s.manifests import k8s_name
 
 KINDS = {
     "trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"),
@@ -26,61 +26,58 @@ KINDS = {
 }
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class LaunchSpec:
+    """One training job: its name, the command every node runs, and where it runs (image, volume,
+    secrets, selectors, tolerations, accelerators, nodes and devices per node)."""
     name: str
-    namespace: str
-    image: str
     command: list[str]
-    nnodes: int
-    nproc_per_node: int
-    profile: str = "cpu"
-    pvc: str | None = "wan22-data"
-    image_pull_secret: str | None = None
-    storage_secret: str | None = None
-    service_account: str = "wan22-launcher"
-    volcano_queue: str | None = None
+    deployment: Deployment
+
+    @property
+    def namespace(self) -> str:
+        return self.deployment.namespace or "default"
 
 
 def job_name(run_id: str, step: str) -> str:
     """A stable name from the KFP run and task: a retried step finds its job again."""
     digest = hashlib.sha256(f"{run_id}/{step}".encode()).hexdigest()[:10]
-    return _name(f"wan22-{step}")[:40] + f"-{digest}"
+    return k8s_name(f"wan22-{step}")[:40].rstrip("-") + f"-{digest}"
 
 
-def _pod(spec: LaunchSpec, container_name: str) -> dict:
-    from kubernetes import client
+def _metadata(spec: LaunchSpec) -> dict:
+    return {"name": spec.name, "namespace": spec.namespace, "labels": {"app.kubernetes.io/name": "wan22"}}
 
-    pod = pod_spec(spec.command, spec.image, spec.profile, spec.nproc_per_node, spec.pvc,
-                   image_pull_secret=spec.image_pull_secret, storage_secret=spec.storage_secret,
-                   restart_policy="Never" if container_name != "pytorch" else "OnFailure",
-                   container_name=container_name)
-    return client.ApiClient().sanitize_for_serialization(pod)
+
+def _pod(spec: LaunchSpec, container_name: str, restart_policy: str = "Never") -> dict:
+    d = spec.deployment
+    return pod_spec(d, spec.command, d.devices_per_node, restart_policy, container_name)
 
 
 def trainjob_manifest(spec: LaunchSpec) -> dict:
-    """Trainer v2: the torch-distributed runtime; numProcPerNode explicit (Trainer counts only GPUs)."""
+    """Trainer v2: the torch-distributed runtime; numProcPerNode explicit (Trainer counts only GPUs). The
+    runtime patch carries what TrainJob's trainer block has no field for: volumes, selectors, secrets."""
+    d = spec.deployment
     pod = _pod(spec, "node")
     container = pod["containers"][0]
-    resource = PROFILES[spec.profile]["resource"]
+    trainer = {"image": d.image, "command": spec.command, "numNodes": d.nnodes,
+               "numProcPerNode": max(1, d.devices_per_node), "env": container["env"]}
+    if container.get("resources"):
+        trainer["resourcesPerNode"] = container["resources"]
+    node_pod = {k: pod[k] for k in ("volumes", "nodeSelector", "tolerations", "imagePullSecrets", "serviceAccountName")
+                if k in pod}
+    node_pod["containers"] = [{"name": "node", "volumeMounts": container["volumeMounts"],
+                               "securityContext": container["securityContext"]}]
     manifest = {
-        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": {"app.kubernetes.io/name": "wan22"}},
+        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": _metadata(spec),
         "spec": {
-            "runtimeRef": {"name": "torch-distributed"},
-            "trainer": {"image": spec.image, "command": spec.command, "numNodes": spec.nnodes,
-                        "numProcPerNode": spec.nproc_per_node, "env": container.get("env", []),
-                        "resourcesPerNode": container.get("resources") or ({"limits": {resource: spec.nproc_per_node}}
-                                                                           if resource else None)},
+            "runtimeRef": {"name": "torch-distributed"}, "trainer": trainer,
             "runtimePatches": [{"manager": "wan22", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
-                "name": "node", "template": {"spec": {"template": {"spec": {
-                    "volumes": pod["volumes"], "nodeSelector": pod.get("nodeSelector"),
-                    "tolerations": pod.get("tolerations"), "imagePullSecrets": pod.get("imagePullSecrets"),
-                    "containers": [{"name": "node", "volumeMounts": container["volumeMounts"]}]}}}}}]}}}}],
+                "name": "node", "template": {"spec": {"template": {"spec": node_pod}}}}]}}}}],
         },
     }
-    if spec.volcano_queue:
-        manifest["metadata"]["annotations"] = {"scheduling.volcano.sh/queue-name": spec.volcano_queue}
+    if d.volcano_queue:
+        manifest["metadata"]["annotations"] = {"scheduling.volcano.sh/queue-name": d.volcano_queue}
     _validate_trainjob(manifest)
     return manifest
 
@@ -112,26 +109,27 @@ def _missing_paths(a, b, path=""):
 
 
 def pytorchjob_manifest(spec: LaunchSpec) -> dict:
-    template = {"spec": _pod(spec, "pytorch")}
+    template = {"spec": _pod(spec, "pytorch", "OnFailure")}
     replicas = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
-    if spec.nnodes > 1:
-        replicas["Worker"] = {"replicas": spec.nnodes - 1, "restartPolicy": "Never", "template": template}
-    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
-            "metadata": {"name": spec.name, "namespace": spec.namespace},
-            "spec": {"nprocPerNode": str(spec.nproc_per_node), "pytorchReplicaSpecs": replicas,
+    if spec.deployment.nnodes > 1:
+        replicas["Worker"] = {"replicas": spec.deployment.nnodes - 1, "restartPolicy": "Never", "template": template}
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": _metadata(spec),
+            "spec": {"nprocPerNode": str(max(1, spec.deployment.devices_per_node)), "pytorchReplicaSpecs": replicas,
                      "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "None"}}}
 
 
 def volcano_manifest(spec: LaunchSpec) -> dict:
     """Volcano's pytorch plugin sets MASTER_ADDR/PORT, WORLD_SIZE (= pods) and RANK (= pod index)."""
     pod = _pod(spec, "wan22")
+    # Volcano sets no per-node process count: NPUS_PER_NODE (the MindSpeed-MM guide's name) tells wan22 train
+    pod["containers"][0]["env"].append({"name": "NPUS_PER_NODE", "value": str(max(1, spec.deployment.devices_per_node))})
     tasks = [{"name": "master", "replicas": 1, "template": {"spec": pod}, "policies": [
         {"event": "TaskCompleted", "action": "CompleteJob"}]}]
-    if spec.nnodes > 1:
-        tasks.append({"name": "worker", "replicas": spec.nnodes - 1, "template": {"spec": pod}})
-    return {"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
-            "metadata": {"name": spec.name, "namespace": spec.namespace},
-            "spec": {"schedulerName": "volcano", "minAvailable": spec.nnodes, "queue": spec.volcano_queue or "default",
+    nnodes = spec.deployment.nnodes
+    if nnodes > 1:
+        tasks.append({"name": "worker", "replicas": nnodes - 1, "template": {"spec": pod}})
+    return {"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job", "metadata": _metadata(spec),
+            "spec": {"schedulerName": "volcano", "minAvailable": nnodes, "queue": spec.deployment.volcano_queue or "default",
                      "maxRetry": 0, "plugins": {"pytorch": ["--master=master", "--worker=worker", "--port=23456"],
                                                 "svc": [], "env": []},
                      "policies": [{"event": "PodFailed", "action": "AbortJob"}], "tasks": tasks}}
@@ -282,22 +280,17 @@ class Launcher:
         return max(shown, len(lines))
 
 
-def launch_training(params: dict, config_path) -> None:
-    """The pretrain step's cluster path: one job running `wan22 train --config ...` on every node."""
+def launch_training(deployment: Deployment, config_path, run_id: str, expert: str, launcher: str) -> None:
+    """The pretrain step's cluster path: one job running `wan22 train --config ...` on every node, placed
+    and sized by `deployment` (the pipeline run's settings)."""
     import os
 
-    namespace = os.environ.get("WAN22_NAMESPACE") or _pod_namespace()
+    if not deployment.namespace:
+        deployment = deployment.replace(namespace=_pod_namespace())
     # the KFP run's id names the job, so a retried step reattaches to it
-    run_id = params.get("run_id") or os.environ.get("HOSTNAME", "local")
-    spec = LaunchSpec(
-        name=job_name(run_id, "train-" + (params.get("expert") or "dit")), namespace=namespace,
-        image=params.get("image") or IMAGES.get(params.get("accelerator", "cpu"), IMAGES["cpu"]),
-        command=["wan22", "train", "--config", str(config_path)], nnodes=int(params["nnodes"]),
-        nproc_per_node=int(params["nproc"]), profile=params.get("accelerator", "cpu"),
-        pvc=os.environ.get("WAN22_PVC", "wan22-data"), image_pull_secret=os.environ.get("WAN22_IMAGE_PULL_SECRET"),
-        storage_secret=os.environ.get("WAN22_STORAGE_SECRET"), volcano_queue=os.environ.get("WAN22_VOLCANO_QUEUE"))
-    Launcher(ClusterApi(), params["launcher"], timeout_s=float(os.environ.get("WAN22_TRAIN_TIMEOUT_S", 7 * 24 * 3600))
-             ).run(spec)
+    spec = LaunchSpec(name=job_name(run_id or os.environ.get("HOSTNAME", "local"), "train-" + (expert or "dit")),
+                      command=["wan22", "train", "--config", str(config_path)], deployment=deployment)
+    Launcher(ClusterApi(), launcher, timeout_s=float(os.environ.get("WAN22_TRAIN_TIMEOUT_S", 7 * 24 * 3600))).run(spec)
 
 
 def _pod_namespace() -> str:

@@ -1,0 +1,313 @@
+"""Cluster settings reach every pod: each pipeline compiled for each profile, its tasks resolved as KFP
+would resolve them for a run, and the training job that the pretrain step submits built by running the
+component itself against a recording API. Every manifest the project emits validates against the
+upstream CRDs (../shared/k8s-crds) or the Kubernetes OpenAPI schemas, with no null fields."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.k8s_schemas import assert_valid, problems
+from wan_core.errors import UserError
+from wan_core.k8s.deployment import STORAGE_SECRET_KEYS, Deployment
+
+PROFILES = ("npu", "cuda", "cpu")
+PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
+
+
+def given(profile):
+    """Distinctive settings, none equal to a profile default."""
+    return Deployment(profile=profile, image=f"registry.example/team/wan22:{profile}-7", image_pull_secret="regcred",
+                      pvc="team-data", storage_secret="s3-creds", namespace="ml-team", service_account="trainer-sa",
+                      node_selector={"pool": f"{profile}-pool", "zone": "b"},
+                      tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+                      accelerator_resource="" if profile == "cpu" else f"example.com/{profile}-card",
+                      devices_per_node=4, nnodes=3, volcano_queue="research")
+
+
+# run arguments that differ from the compiled defaults: a run can move without recompiling
+RUN_OVERRIDES = {"image": "registry.example/team/wan22:hotfix", "pvc_name": "other-data",
+                 "node_selector": {"pool": "spare"}, "devices_per_node": 2}
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def compiled(request, tmp_path_factory):
+    from pipelines.cli import compile_all
+
+    deployment = given(request.param)
+    out = tmp_path_factory.mktemp(f"compiled-{request.param}")
+    compile_all(out, deployment)
+    return deployment, out
+
+
+def load(path):
+    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+
+
+def resolve_tasks(spec, arguments):
+    """[(task name, component, {input: value}, {enclosing DAG's input: value})] for every container task,
+    sub-DAGs included, resolved from the run's arguments the way the KFP driver does (outputs of other
+    tasks are left as '<output>'). Platform settings refer to the enclosing DAG's inputs."""
+    root_inputs = spec["root"]["inputDefinitions"]["parameters"]
+    values = {name: arguments.get(name, p.get("defaultValue")) for name, p in root_inputs.items()}
+    found = []
+
+    def walk(dag, scope):
+        for name, task in dag["tasks"].items():
+            inputs = {}
+            for key, src in task.get("inputs", {}).get("parameters", {}).items():
+                if "componentInputParameter" in src:
+                    inputs[key] = scope[src["componentInputParameter"]]
+                elif "runtimeValue" in src:
+                    inputs[key] = src["runtimeValue"]["constant"]
+                else:
+                    inputs[key] = "<output>"
+            comp = spec["components"][task["componentRef"]["name"]]
+            if "dag" in comp:
+                walk(comp["dag"], inputs)
+            else:
+                found.append((name, comp, inputs, scope))
+
+    walk(spec["root"]["dag"], values)
+    return found
+
+
+def placeholder(value, inputs):
+    m = PLACEHOLDER.match(str(value))
+    return inputs[m.group(1)] if m else value
+
+
+def param(ref, inputs):
+    """A kfp-kubernetes parameter reference (componentInputParameter or runtimeValue) resolved."""
+    if "componentInputParameter" in ref:
+        return inputs[ref["componentInputParameter"]]
+    return ref["runtimeValue"]["constant"]
+
+
+HEAVY_WHEN_LOCAL = ("pretrain", "batch-sample")
+
+
+@pytest.mark.parametrize("name", ["wan22-full", "wan22-sample", "wan22-convert"])
+@pytest.mark.parametrize("override", [False, True], ids=["compiled-defaults", "run-overrides"])
+def test_settings_reach_every_task(compiled, name, override):
+    deployment, out = compiled
+    spec, platform = load(out / f"{name}.yaml")
+    roots = spec["root"]["inputDefinitions"]["parameters"]
+    arguments = {k: v for k, v in RUN_OVERRIDES.items() if override and k in roots}
+    expect = lambda key, default: arguments.get(key, default)  # noqa: E731
+    image, pvc = expect("image", deployment.image), expect("pvc_name", deployment.pvc)
+    selector = expect("node_selector", deployment.node_selector)
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = resolve_tasks(spec, arguments)
+    assert tasks
+    accelerated = 0
+    for task, comp, inputs, scope in tasks:
+        label = comp["executorLabel"]
+        container, pod = executors[label]["container"], k8s[label]
+        assert placeholder(container["image"], inputs) == image, task
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env["HF_HUB_OFFLINE"] == "1" and (deployment.profile != "npu" or env["HCCL_CONNECT_TIMEOUT"] == "600")
+        assert [param(m["pvcNameParameter"], scope) for m in pod["pvcMount"]] == [pvc], task
+        assert pod["pvcMount"][0]["mountPath"] == "/data"
+        assert [(s["secretName"], sorted(k["envVar"] for k in s["keyToEnv"])) for s in pod["secretAsEnv"]] == \
+            [(deployment.storage_secret, sorted(STORAGE_SECRET_KEYS))]
+        assert [s["secretName"] for s in pod["imagePullSecret"]] == [deployment.image_pull_secret]
+        resources = container.get("resources", {})
+        if "nodeSelector" in pod:  # a task placed on accelerator nodes
+            accelerated += 1
+            assert any(task.startswith(h) for h in HEAVY_WHEN_LOCAL), task
+            assert param(pod["nodeSelector"]["nodeSelectorJson"], scope) == selector, task
+            assert [param(t["tolerationJson"], scope) for t in pod["tolerations"]] == [deployment.tolerations]
+            if deployment.accelerator_resource:
+                count = inputs["pipelinechannel--devices" if name == "wan22-sample" else
+                               "pipelinechannel--sample_devices" if task.startswith("batch") else
+                               "pipelinechannel--devices_per_node"]
+                assert placeholder(resources["accelerator"]["resourceType"], inputs) == deployment.accelerator_resource
+                assert int(placeholder(resources["accelerator"]["resourceCount"], inputs)) == count
+                if task.startswith("pretrain"):
+                    assert count == expect("devices_per_node", deployment.devices_per_node)
+            else:
+                assert "accelerator" not in resources
+        else:
+            assert "accelerator" not in resources and "tolerations" not in pod, task
+    if name == "wan22-convert":
+        assert accelerated == 0
+    else:
+        assert accelerated >= 1
+
+
+class RecordingApi:
+    """Stands in for the cluster: records the job the launcher creates and reports it complete."""
+
+    def __init__(self):
+        self.created = []
+
+    def create(self, kind, namespace, body):
+        self.created.append((kind, namespace, body))
+        return body
+
+    def get(self, kind, namespace, name):
+        done = {"volcano": {"status": {"state": {"phase": "Completed"}}}}
+        return done.get(kind, {"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+
+    def delete(self, *a):
+        raise AssertionError("nothing should be deleted")
+
+    def pods(self, namespace, selector):
+        return []
+
+    def log(self, *a, **k):
+        return ""
+
+
+@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob", "volcano"])
+def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp_path, monkeypatch, artifact):
+    """The pretrain step that submits a cluster job, run from its compiled inputs, submits exactly the
+    deployment's image, claim, secrets, selectors, tolerations and resources - and requests nothing itself."""
+    from components.pretrain import pretrain
+    from wan_core.k8s import launcher as launcher_module
+
+    deployment, out = compiled
+    spec, platform = load(out / "wan22-full.yaml")
+    api = RecordingApi()
+    monkeypatch.setattr(launcher_module, "ClusterApi", lambda: api)
+    monkeypatch.setattr(launcher_module, "_pod_namespace", lambda: "from-pod")
+    executors = spec["deploymentSpec"]["executors"]
+    placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    # the pretrain tasks of the "train on the cluster" branches: not placed on accelerator nodes
+    submitters = [(t, c, i) for t, c, i, _ in resolve_tasks(spec, {"launcher": launcher})
+                  if t.startswith("pretrain") and "nodeSelector" not in placed[c["executorLabel"]]]
+    assert len(submitters) == 3  # one-expert: dit; two-experts: high and low
+    for task, comp, inputs in submitters:
+        assert "accelerator" not in executors[comp["executorLabel"]]["container"].get("resources", {})
+        types = {k: p["parameterType"] for k, p in comp["inputDefinitions"]["parameters"].items()}
+        # the KFP executor casts JSON numbers to the declared type
+        args = {k: int(v) if types[k] == "NUMBER_INTEGER" else v for k, v in inputs.items() if k in types}
+        save = tmp_path / task
+        save.mkdir()
+        (save / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5, "lr": 1e-5, "grad_norm": 1.0,
+                                                        "samples_per_s": 1.0}) + "\n")
+        args.update(manifest=str(tmp_path / "manifest.json"), load_path="/data/base-mm", save_path=str(save),
+                    workdir="", run_id="run-42")
+        pretrain.python_func(**args, curve=artifact(f"{task}.html"), metrics=artifact(f"{task}-m"))
+    assert len(api.created) == 3 and len({body["metadata"]["name"] for _, _, body in api.created}) == 3
+    for kind, namespace, body in api.created:
+        assert kind == launcher and namespace == deployment.namespace == body["metadata"]["namespace"]
+        assert_valid(body, f"{launcher} for {deployment.profile}")
+        for pod in job_pods(launcher, body):
+            assert pod["image"] == deployment.image and pod["command"][:2] == ["wan22", "train"]
+            assert pod["claim"] == deployment.pvc and pod["pull_secrets"] == [deployment.image_pull_secret]
+            assert pod["node_selector"] == deployment.node_selector and pod["tolerations"] == deployment.tolerations
+            assert pod["service_account"] == deployment.service_account
+            secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in pod["env"] if "valueFrom" in e}
+            assert secret_env == {k: deployment.storage_secret for k in STORAGE_SECRET_KEYS}
+            want = {deployment.accelerator_resource: str(deployment.devices_per_node)} \
+                if deployment.accelerator_resource else None
+            assert pod["limits"] == want
+        assert job_size(launcher, body) == (deployment.nnodes, deployment.devices_per_node)
+
+
+def job_pods(kind, body):
+    """What each kind's pods get, read from the manifest in that kind's own layout."""
+    if kind == "trainjob":
+        trainer = body["spec"]["trainer"]
+        node = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+        pod = node["template"]["spec"]["template"]["spec"]
+        return [dict(image=trainer["image"], command=trainer["command"], env=trainer["env"],
+                     claim=next(v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+                                if "persistentVolumeClaim" in v),
+                     pull_secrets=[s["name"] for s in pod["imagePullSecrets"]], node_selector=pod["nodeSelector"],
+                     tolerations=pod["tolerations"], service_account=pod["serviceAccountName"],
+                     limits=trainer.get("resourcesPerNode", {}).get("limits"))]
+    if kind == "pytorchjob":
+        templates = [r["template"]["spec"] for r in body["spec"]["pytorchReplicaSpecs"].values()]
+    else:
+        templates = [t["template"]["spec"] for t in body["spec"]["tasks"]]
+    return [dict(image=p["containers"][0]["image"], command=p["containers"][0]["command"], env=p["containers"][0]["env"],
+                 claim=next(v["persistentVolumeClaim"]["claimName"] for v in p["volumes"] if "persistentVolumeClaim" in v),
+                 pull_secrets=[s["name"] for s in p["imagePullSecrets"]], node_selector=p["nodeSelector"],
+                 tolerations=p["tolerations"], service_account=p["serviceAccountName"],
+                 limits=p["containers"][0].get("resources", {}).get("limits")) for p in templates]
+
+
+def job_size(kind, body):
+    if kind == "trainjob":
+        return body["spec"]["trainer"]["numNodes"], body["spec"]["trainer"]["numProcPerNode"]
+    if kind == "pytorchjob":
+        replicas = body["spec"]["pytorchReplicaSpecs"]
+        return sum(r["replicas"] for r in replicas.values()), int(body["spec"]["nprocPerNode"])
+    env = {e["name"]: e.get("value") for e in body["spec"]["tasks"][0]["template"]["spec"]["containers"][0]["env"]}
+    return sum(t["replicas"] for t in body["spec"]["tasks"]), int(env["NPUS_PER_NODE"])
+
+
+def test_compiled_kubernetes_manifests_validate(compiled):
+    _, out = compiled
+    for name in ("wan22-full", "wan22-sample", "wan22-convert"):
+        docs = load(out / "k8s" / f"{name}.yaml")
+        assert {d["kind"] for d in docs} == {"Pipeline", "PipelineVersion"}
+        for doc in docs:
+            assert_valid(doc, f"k8s/{name}.yaml {doc['kind']}")
+
+
+def run_cli(*args):
+    r = subprocess.run([sys.executable, "-m", "wan_core", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return list(yaml.safe_load_all(r.stdout))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_cli_manifests_validate(profile):
+    common = ["--profile", profile, "--image", "reg.example/wan22:1", "--namespace", "ml", "--image-pull-secret",
+              "regcred", "--storage-secret", "s3", "--node-selector", "pool=a", "--devices-per-node", "2"]
+    for step in ("validate-dataset", "train", "sample"):
+        (job,) = run_cli("k8s", "job", step, *common, "--", "--help")
+        assert_valid(job, f"k8s job {step}")
+        assert job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "a"}
+    for launcher in ("trainjob", "pytorchjob", "volcano"):
+        (job,) = run_cli("k8s", "train-job", "--launcher", launcher, "--config", "/data/t.yaml", "--nnodes", "2",
+                         *common)
+        assert_valid(job, f"k8s train-job {launcher}")
+        for doc in run_cli("k8s", "rbac", "--namespace", "ml", "--launcher", launcher):
+            assert_valid(doc, f"rbac {doc['kind']}")
+
+
+def test_validation_can_fail():
+    """The checks reject what a cluster would reject: unknown fields, wrong types, nulls, bad names."""
+    from wan_core.k8s.launcher import LaunchSpec, trainjob_manifest, volcano_manifest
+    from wan_core.k8s.manifests import step_job
+
+    spec = LaunchSpec("wan22-train-x", ["wan22", "train"], given("npu"))
+    tj = trainjob_manifest(spec)
+    tj["spec"]["trainer"]["numProcsPerNode"] = 8
+    assert any("numProcsPerNode" in p for p in problems(tj))
+    vj = volcano_manifest(spec)
+    vj["spec"]["minAvailable"] = "two"
+    assert any("minAvailable" in p for p in problems(vj))
+    job = step_job("train", [], given("cuda"), 1)
+    job["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    assert problems(job)
+    job = step_job("train", [], given("cuda"), 1)
+    job["metadata"]["labels"]["x"] = None
+    assert problems(job) == ["null at .metadata.labels.x"]
+    job = step_job("train", [], given("cuda"), 1, name="Bad_Name")
+    assert not problems(job)  # names are normalised ...
+    job["metadata"]["name"] = "Bad_Name"
+    assert problems(job)  # ... and a bad one is caught
+
+
+def test_bad_deployments_are_refused():
+    with pytest.raises(UserError, match="nnodes"):
+        Deployment(nnodes=0)
+    with pytest.raises(UserError, match="devices_per_node"):
+        Deployment(devices_per_node=-1)
+    with pytest.raises(UserError, match="unknown keys"):
+        Deployment(tolerations=[{"key": "a", "efect": "NoSchedule"}])
+    with pytest.raises(UserError, match="profile"):
+        Deployment(profile="tpu")
+    assert Deployment(profile="npu").accelerator_resource == "huawei.com/Ascend910"
+    assert Deployment(profile="npu", accelerator_resource="").resources(8) == {}
