@@ -2,6 +2,7 @@
 # Build the wan22 images with whatever Docker-API engine is here (Docker, or podman started on demand).
 #
 #   images/build.sh [cpu|cuda|npu ...]     default: cpu; tags wan22:<version>-<kind>
+#   images/build.sh --digest               print the digest of what goes into an image (its wan22.source label)
 #
 # Where no public base image can be pulled (a machine with PyPI and Debian's mirror but no registry),
 # the cpu image is built FROM a Debian bookworm base made here with mmdebstrap, carrying the host's CA
@@ -10,12 +11,20 @@
 # Overrides: WAN22_BASE_IMAGE, WAN22_TORCH_INDEX_URL, WAN22_IMAGE_TAG_PREFIX (default wan22).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+source_digest() {  # what the Dockerfiles COPY, so a stale image can be told from a current one
+  find pyproject.toml README.md wan_core components pipelines images -type f \( -name '*.py' -o -name '*.toml' \
+    -o -name '*.md' -o -name 'Dockerfile' \) -not -name 'test_*' -not -path '*/__pycache__/*' -print0 |
+    sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+}
+if [ "${1:-}" = --digest ]; then source_digest; exit 0; fi
 source images/engine.sh
 
 KINDS=("${@:-cpu}")
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 TORCH_PIN=$(sed -n 's/^ *"torch==\([0-9.]*\)".*/\1/p' pyproject.toml)
 PREFIX=${WAN22_IMAGE_TAG_PREFIX:-wan22}
+DIGEST=$(source_digest)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wan22-build.XXXXXX")
 SERVER_PID=
 cleanup() {
@@ -27,7 +36,7 @@ trap cleanup EXIT
 engine_start
 
 build() {  # build KIND BASE TORCH_INDEX
-  local kind=$1 args=(--network host -f "images/$1/Dockerfile" -t "$PREFIX:$VERSION-$1")
+  local kind=$1 args=(--network host -f "images/$1/Dockerfile" -t "$PREFIX:$VERSION-$1" --label "wan22.source=$DIGEST")
   [ -z "$2" ] || args+=(--build-arg "BASE_IMAGE=$2")
   [ -z "$3" ] || args+=(--build-arg "TORCH_INDEX_URL=$3")
   echo "[build] $PREFIX:$VERSION-$kind (base ${2:-the Dockerfile's}, torch index ${3:-the Dockerfile's})" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make e2e`: the whole wan22-full DAG as containers. Builds the cpu image when it is missing, runs the DAG
-# under kfp.local's DockerRunner (Docker, or podman's Docker-compatible socket started here), checks the
-# outputs, and leaves no containers, service or firewall chains behind.
+# `make e2e`: the whole wan22-full DAG as containers. Builds the cpu image when it is missing or older than
+# the source (its wan22.source label), runs the DAG under kfp.local's DockerRunner (Docker, or podman's
+# Docker-compatible socket started here), checks the outputs and that a failing step fails, and leaves no
+# containers, service or firewall chains behind.
 #
 #   images/e2e.sh [RUN_FOLDER]      default: runs/e2e-<timestamp>
 set -euo pipefail
@@ -26,8 +27,11 @@ engine_start
 echo "[e2e] engine: $ENGINE ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
 
 started=$(date +%s)
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "[e2e] $IMAGE is missing: building it"
+have=$(docker image inspect --format '{{ index .Config.Labels "wan22.source" }}' "$IMAGE" 2>/dev/null || true)
+want=$(bash images/build.sh --digest)
+if [ "$have" != "$want" ]; then
+  if docker image inspect "$IMAGE" >/dev/null 2>&1; then state="older than the source"; else state=missing; fi
+  echo "[e2e] $IMAGE is $state: building it"
   engine_stop  # build.sh finds or starts the engine itself
   bash images/build.sh cpu
   engine_start
@@ -64,6 +68,23 @@ report = (run / "report.html").read_text()
 assert videos == ["0000.mp4", "0001.mp4"], videos
 assert len(index["samples"]) == 2 and "<svg" in report and "dataset validation" in report
 print(f"[e2e] outputs: {', '.join(videos)}, samples.json, report.html")
+PY
+echo "[e2e] a failing step fails the run (validate-dataset on a missing file, in a container)"
+WAN22_IMAGE="$IMAGE" "$PYTHON" - "$RUN_DIR/failing" <<'PY'
+import os, pathlib, sys
+from kfp import local
+from pipelines.containers import container_runner
+from components.validate_dataset import validate_dataset  # its image is $WAN22_IMAGE
+root = pathlib.Path(sys.argv[1]).absolute()
+root.mkdir(parents=True)
+with container_runner(os.environ["WAN22_IMAGE"], root) as runner:
+    local.init(runner=runner, pipeline_root=str(root))
+    try:
+        validate_dataset(data_txt=str(root / "missing.txt"), manifest_out=str(root / "manifest.json"))
+    except RuntimeError as exc:
+        print(f"[e2e] failed as it should: {str(exc).splitlines()[0][:120]}")
+    else:
+        sys.exit("[e2e] a failing step was reported as a success")
 PY
 ids=$(leftovers)
 if [ -n "$ids" ]; then echo "[e2e] containers left behind: $ids" >&2; exit 1; fi

@@ -115,7 +115,8 @@ def _cmd_run(args) -> int:
     from pipelines.local import run_local
 
     report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, cp=args.cp, iters=args.iters,
-                       containers=args.containers, image=args.image)
+                       containers=args.containers, image=args.image, cp_algo=args.cp_algo,
+                       ulysses_degree=args.ulysses_degree)
     print(f"pipeline finished; report: {report}")
     return 0
 
@@ -168,6 +169,10 @@ def register(sub) -> None:
     r.add_argument("--workdir", help="run folder (default runs/<timestamp>)")
     r.add_argument("--nproc", type=int, default=2, help="training processes (default: 2)")
     r.add_argument("--cp", type=int, default=2, help="context-parallel degree (default: 2)")
+    r.add_argument("--cp-algo", default="ulysses", choices=["ulysses", "ring", "usp"],
+                   help="context-parallel algorithm (default: ulysses)")
+    r.add_argument("--ulysses-degree", type=int, default=0,
+                   help="Ulysses group size inside CP for usp (default: 0, i.e. not usp)")
     r.add_argument("--iters", type=int, default=6, help="training steps (default: 6)")
     r.set_defaults(func=_cmd_run)
 

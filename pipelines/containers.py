@@ -50,13 +50,13 @@ def container_runner(image: str, run_dir: Path):
                         "pip install 'wan22-kubeflow[containers]'") from None
     try:
         client = docker.from_env()
-        client.ping()
+        try:
+            client.ping()
+        finally:
+            client.close()
     except docker.errors.DockerException as exc:
         raise UserError(f"no Docker-API engine answers ({exc}); start Docker, or podman's service and point "
                         "DOCKER_HOST at its socket (images/engine.sh does both)") from None
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
     if os.getuid() == 0:
         user = f"{NON_ROOT_UID}:{NON_ROOT_UID}"
         for folder, _, files in os.walk(run_dir):

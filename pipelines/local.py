@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, cp: int = 2,
-              iters: int = 6, containers: bool = False, image: str | None = None) -> Path:
+              iters: int = 6, containers: bool = False, image: str | None = None, cp_algo: str = "ulysses",
+              ulysses_degree: int = 0) -> Path:
     from kfp import local
 
     from wan_core.errors import UserError
@@ -61,13 +62,15 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         runner_context = contextlib.nullcontext(local.SubprocessRunner(use_venv=False))
         deployment = Deployment()
     how = f"in containers of {image}" if containers else "as subprocesses"
-    print(f"[wan22] running wan22-full under kfp.local {how}: {variant}, {nproc} processes, CP={cp}, {iters} steps",
+    layout = f"CP={cp} {cp_algo}" + (f" (Ulysses groups of {ulysses_degree})" if cp_algo == "usp" else "")
+    print(f"[wan22] running wan22-full under kfp.local {how}: {variant}, {nproc} processes, {layout}, {iters} steps",
           flush=True)
     with runner_context as runner:
         # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
         local.init(runner=runner, pipeline_root=str(run_dir))
         _run_full(deployment, base=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
-                  prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp, size=size)
+                  prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp, size=size,
+                  cp_algo=cp_algo, ulysses_degree=ulysses_degree)
     return write_run_report(run_dir, variant, time.time() - started)
 
 
@@ -78,13 +81,14 @@ def default_image() -> str:
     return f"wan22:{wan_core.__version__}-cpu"
 
 
-def _run_full(deployment, base, data_txt, workdir, prompts, images, variant, iters, nproc, cp, size) -> None:
+def _run_full(deployment, base, data_txt, workdir, prompts, images, variant, iters, nproc, cp, size, cp_algo,
+              ulysses_degree) -> None:
     from pipelines import full
 
     full.build(deployment, image_parameter=False)(
                  base_model=base, data_txt=data_txt, workdir=workdir, prompts=prompts, images=images, variant=variant,
                  iters=iters, save_interval=max(1, iters // 2), micro_batch_size=1, lr=1e-3, dtype="fp32", num_frames=9, height=size, width=size, fps=16.0,
-                 nnodes=1, devices_per_node=nproc, cp=cp, cp_algo="ulysses", launcher="local", sample_frames=5,
+                 nnodes=1, devices_per_node=nproc, cp=cp, cp_algo=cp_algo, ulysses_degree=ulysses_degree, launcher="local", sample_frames=5,
                  sample_height=size, sample_width=size, sample_steps=4)
 
 

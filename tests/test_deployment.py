@@ -4,8 +4,6 @@ component itself against a recording API. Every manifest the project emits valid
 upstream CRDs (../shared/k8s-crds) or the Kubernetes OpenAPI schemas, with no null fields."""
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -254,14 +252,20 @@ def test_compiled_kubernetes_manifests_validate(compiled):
             assert_valid(doc, f"k8s/{name}.yaml {doc['kind']}")
 
 
-def run_cli(*args):
-    r = subprocess.run([sys.executable, "-m", "wan_core", *args], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return list(yaml.safe_load_all(r.stdout))
+@pytest.fixture
+def run_cli(capsys):
+    """The wan22 command in this process (a subprocess per call costs seconds of imports)."""
+    from wan_core.cli import main
+
+    def run(*args):
+        assert main(list(args)) == 0
+        return list(yaml.safe_load_all(capsys.readouterr().out))
+
+    return run
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_cli_manifests_validate(profile):
+def test_cli_manifests_validate(profile, run_cli):
     common = ["--profile", profile, "--image", "reg.example/wan22:1", "--namespace", "ml", "--image-pull-secret",
               "regcred", "--storage-secret", "s3", "--node-selector", "pool=a", "--devices-per-node", "2"]
     for step in ("validate-dataset", "train", "sample"):

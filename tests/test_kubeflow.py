@@ -143,11 +143,17 @@ def test_ascend_env_check_finds_what_set_env_adds(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+LAYOUTS = {"ti2v-5b": ["--nproc", "2", "--cp", "2"],  # what make demo runs: FSDP2 + Ulysses CP=2
+           "t2v-a14b": ["--nproc", "4", "--cp", "4", "--cp-algo", "usp", "--ulysses-degree", "2"]}  # USP 2x2
+
+
 @pytest.mark.parametrize("variant", ["ti2v-5b", "t2v-a14b"])
 def test_local_pipeline_run(tmp_path, variant):
-    """The full DAG under kfp.local: 2-process FSDP2 + CP=2 training, mp4s and a report at the end."""
-    r = subprocess.run([sys.executable, "-m", "wan_core", "pipeline", "run", "--local", "--workdir", str(tmp_path),
-                        "--variant", variant, "--iters", "4"], capture_output=True, text=True, timeout=1200)
+    """The full DAG under kfp.local: FSDP2 + context-parallel training (USP from the pipeline's
+    parameters for A14B), mp4s and a report at the end."""
+    r = subprocess.run([sys.executable, "-m", "wan_core", "pipeline", "run", "--workdir", str(tmp_path),
+                        "--variant", variant, "--iters", "4", *LAYOUTS[variant]],
+                       capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     work = tmp_path / "work"
     experts = ["train-dit"] if variant == "ti2v-5b" else ["train-high", "train-low"]
@@ -155,7 +161,11 @@ def test_local_pipeline_run(tmp_path, variant):
         metrics = [json.loads(x) for x in (work / name / "metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in metrics] == [1, 2, 3, 4]
         config = json.loads((work / name / "config.resolved.json").read_text())
-        assert config["parallel"]["cp"] == 2
+        if variant == "ti2v-5b":
+            assert config["parallel"]["cp"] == 2 and config["parallel"]["cp_algo"] == "ulysses"
+        else:
+            assert (config["parallel"]["cp"], config["parallel"]["cp_algo"], config["parallel"]["ulysses_degree"]) \
+                == (4, "usp", 2)
     assert sorted(p.name for p in (work / "samples").glob("*.mp4")) == ["0000.mp4", "0001.mp4"]
     report = (tmp_path / "report.html").read_text()
     assert "dataset validation" in report and "<svg" in report and "data:image/gif;base64," in report

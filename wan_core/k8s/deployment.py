@@ -7,7 +7,6 @@ hands it to the launcher; `pod_spec` below turns it into a Kubernetes pod."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from wan_core.device import IMAGES, PROFILES, profile_env
 from wan_core.errors import UserError
@@ -62,20 +61,6 @@ class Deployment:
 
     def replace(self, **changes) -> "Deployment":
         return dataclasses.replace(self, **changes)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Deployment":
-        try:
-            fields = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"deployment: not JSON ({exc})") from None
-        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise UserError(f"deployment: unknown fields {sorted(unknown)}")
-        return cls(**fields)
 
     def resources(self, devices: int) -> dict:
         """Requests = limits for `devices` accelerators (none when the profile or count has none)."""
