@@ -71,7 +71,7 @@ print(f"[e2e] outputs: {', '.join(videos)}, samples.json, report.html")
 PY
 echo "[e2e] a failing step fails the run (validate-dataset on a missing file, in a container)"
 WAN22_IMAGE="$IMAGE" "$PYTHON" - "$RUN_DIR/failing" <<'PY'
-import os, pathlib, sys
+import os, pathlib, re, sys
 from kfp import local
 from pipelines.containers import container_runner
 from components.validate_dataset import validate_dataset  # its image is $WAN22_IMAGE
@@ -82,7 +82,8 @@ with container_runner(os.environ["WAN22_IMAGE"], root) as runner:
     try:
         validate_dataset(data_txt=str(root / "missing.txt"), manifest_out=str(root / "manifest.json"))
     except RuntimeError as exc:
-        print(f"[e2e] failed as it should: {str(exc).splitlines()[0][:120]}")
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).splitlines()[0])
+        print(f"[e2e] failed as it should: {reason[:120]}")
     else:
         sys.exit("[e2e] a failing step was reported as a success")
 PY
