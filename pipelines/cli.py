@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from wan_core.cli import int_range
 from wan_core.errors import UserError
 
 def builders():
@@ -94,9 +95,9 @@ def add_deployment_args(p, profile: str = "cpu", devices_per_node: int = 0) -> N
     g.add_argument("--toleration", action="append", metavar="JSON",
                    help="toleration as a JSON object, repeatable (default: the profile's)")
     g.add_argument("--accelerator-resource", help="extended resource name, '' for none (default: the profile's)")
-    g.add_argument("--devices-per-node", type=int, default=devices_per_node,
+    g.add_argument("--devices-per-node", type=int_range(0), default=devices_per_node,
                    help=f"accelerators (and training processes) per node (default: {devices_per_node})")
-    g.add_argument("--nnodes", type=int, default=1, help="training nodes (default: 1)")
+    g.add_argument("--nnodes", type=int_range(1), default=1, help="training nodes")
     g.add_argument("--volcano-queue", help="Volcano queue of the training job")
 
 
@@ -116,7 +117,7 @@ def _cmd_run(args) -> int:
 
     report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, cp=args.cp, iters=args.iters,
                        containers=args.containers, image=args.image, cp_algo=args.cp_algo,
-                       ulysses_degree=args.ulysses_degree)
+                       ulysses_degree=args.ulysses_degree, verbose=args.verbose, overwrite=args.overwrite)
     print(f"pipeline finished; report: {report}")
     return 0
 
@@ -167,13 +168,16 @@ def register(sub) -> None:
     r.add_argument("--variant", default="ti2v-5b", choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"],
                    help="default: ti2v-5b")
     r.add_argument("--workdir", help="run folder (default runs/<timestamp>)")
-    r.add_argument("--nproc", type=int, default=2, help="training processes (default: 2)")
-    r.add_argument("--cp", type=int, default=2, help="context-parallel degree (default: 2)")
+    r.add_argument("--nproc", type=int_range(1), default=2, help="training processes")
+    r.add_argument("--cp", type=int_range(1), default=2, help="context-parallel degree")
     r.add_argument("--cp-algo", default="ulysses", choices=["ulysses", "ring", "usp"],
                    help="context-parallel algorithm (default: ulysses)")
-    r.add_argument("--ulysses-degree", type=int, default=0,
+    r.add_argument("--ulysses-degree", type=int_range(0), default=0,
                    help="Ulysses group size inside CP for usp (default: 0, i.e. not usp)")
-    r.add_argument("--iters", type=int, default=6, help="training steps (default: 6)")
+    r.add_argument("--iters", type=int_range(1), default=6, help="training steps")
+    r.add_argument("--overwrite", action="store_true", help="replace an earlier run in --workdir")
+    r.add_argument("--verbose", action="store_true",
+                   help="show every step's full output (kfp.local's executor logs, library warnings)")
     r.set_defaults(func=_cmd_run)
 
     k = sub.add_parser("k8s", help="Kubernetes manifests for kubectl users")

@@ -7,28 +7,34 @@ import contextlib
 import datetime
 import html
 import json
+import shutil
 import time
 from pathlib import Path
 
 
 def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, cp: int = 2,
               iters: int = 6, containers: bool = False, image: str | None = None, cp_algo: str = "ulysses",
-              ulysses_degree: int = 0) -> Path:
+              ulysses_degree: int = 0, verbose: bool = False, overwrite: bool = False) -> Path:
     from kfp import local
 
+    from pipelines.console import step_console
     from wan_core.errors import UserError
+    from wan_core.fsutil import check_output_dir, output_owner, write_marker
     from wan_core.k8s.deployment import Deployment
 
     if iters < 1 or nproc < 1 or cp < 1:
         raise UserError(f"--iters {iters}, --nproc {nproc}, --cp {cp}: each must be at least 1")
-    if nproc % cp:
-        raise UserError(f"--cp {cp} must divide --nproc {nproc} (the context-parallel groups split the processes)")
+    _check_layout(variant, nproc, cp, cp_algo, ulysses_degree)
 
     from wan_core.data.demo import make_demo_dataset
     from wan_core.tiny import make_tiny_checkpoint
 
     run_dir = Path(workdir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")).absolute()
+    check_output_dir(run_dir, "pipeline run", overwrite)  # a new or empty folder, or an earlier run with --overwrite
+    if run_dir.is_dir() and output_owner(run_dir) == "pipeline run":
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(run_dir, "pipeline run")
     started = time.time()
     print(f"[wan22] run folder: {run_dir}", flush=True)
     print("[wan22] making a tiny checkpoint and a demo dataset", flush=True)
@@ -65,13 +71,32 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
     layout = f"CP={cp} {cp_algo}" + (f" (Ulysses groups of {ulysses_degree})" if cp_algo == "usp" else "")
     print(f"[wan22] running wan22-full under kfp.local {how}: {variant}, {nproc} processes, {layout}, {iters} steps",
           flush=True)
-    with runner_context as runner:
+    log_path = run_dir / "pipeline.log"
+    print(f"[wan22] every step's full output: {log_path}{'' if verbose else ' (--verbose shows it here too)'}",
+          flush=True)
+    with runner_context as runner, step_console(log_path, verbose) as console:
         # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
         local.init(runner=runner, pipeline_root=str(run_dir))
-        _run_full(deployment, base=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
-                  prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp, size=size,
-                  cp_algo=cp_algo, ulysses_degree=ulysses_degree)
+        try:
+            _run_full(deployment, base=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
+                      prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp,
+                      size=size, cp_algo=cp_algo, ulysses_degree=ulysses_degree)
+        except RuntimeError:
+            if console.failed is None:
+                raise
+            step, cause = console.failed
+    if console.failed is not None:
+        raise UserError(f"step {step} failed: {cause} (its full output is in {log_path})")
     return write_run_report(run_dir, variant, time.time() - started)
+
+
+def _check_layout(variant: str, nproc: int, cp: int, cp_algo: str, ulysses_degree: int) -> None:
+    """The training layout against the tiny model, before anything is made or started."""
+    from wan_core.model.config import TINY_PRESET_OF_VARIANT, WanConfig
+    from wan_core.parallel.mesh import ParallelDims
+
+    dims = ParallelDims(nproc, cp, cp_algo, ulysses_degree or None)
+    dims.validate(WanConfig.from_preset(TINY_PRESET_OF_VARIANT[variant]).num_heads)
 
 
 def default_image() -> str:

@@ -14,10 +14,70 @@ import textwrap
 from wan_core.errors import UserError
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (when it has one worth showing)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = action.option_strings and not (action.default is None or action.default is False
+                                                or action.default == argparse.SUPPRESS)
+        if shown and "default" not in text:
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the formatter above; subcommands inherit the class, so they get it too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        if kwargs.get("description"):  # wrapped here; the epilog (examples) is printed as written
+            kwargs["description"] = "\n\n".join(textwrap.fill(" ".join(part.split()), width=100)
+                                                for part in kwargs["description"].split("\n\n"))
+        super().__init__(*args, **kwargs)
+
+
+def int_range(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high], refused at parse time with the range in the message."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: must be {span}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(low: float, inclusive: bool = True):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value != value or value < low or (not inclusive and value == low):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: must be {'at least' if inclusive else 'above'} "
+                                             f"{low}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def add_overwrite_arg(p) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier output of this command at the target (any other non-empty folder "
+                   "is never replaced)")
+
+
 def _cmd_make_tiny_checkpoint(args) -> int:
     from wan_core.tiny import make_tiny_checkpoint
 
-    out = make_tiny_checkpoint(args.variant, args.out, seed=args.seed)
+    out = make_tiny_checkpoint(args.variant, args.out, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote tiny {args.variant} pipeline folder to {out}")
     return 0
 
@@ -27,7 +87,7 @@ def _cmd_make_demo_dataset(args) -> int:
 
     if args.videos < 1:
         raise UserError(f"--videos must be at least 1, got {args.videos}")
-    out = make_demo_dataset(args.out, videos=args.videos)
+    out = make_demo_dataset(args.out, videos=args.videos, overwrite=args.overwrite)
     print(f"wrote {args.videos} demo videos, {out / 'data.json'} and {out / 'data.txt'}")
     return 0
 
@@ -37,10 +97,11 @@ def _cmd_convert(args) -> int:
 
     if args.direction == "hf-to-mm":
         slots = convert.hf_to_mm(args.source, args.target, fmt=args.format, max_shard_size=args.max_shard_size,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, overwrite=args.overwrite)
     else:
         slots = convert.mm_to_hf(args.source, args.target, hf_dir=args.hf_dir, layout=args.layout,
-                                 max_shard_size=args.max_shard_size, progress=not args.quiet)
+                                 max_shard_size=args.max_shard_size, progress=not args.quiet,
+                                 overwrite=args.overwrite)
     written = ", ".join(f"{args.target}/{s}" for s in slots) if slots != [""] else args.target
     print(f"{args.direction}: wrote {written}")
     return 0
@@ -71,6 +132,7 @@ def _add_convert_parser(sub) -> None:
                            "is copied; without it config.json is rebuilt from the mm folder's")
             q.add_argument("--layout", default="diffusers", choices=["diffusers", "official"],
                            help="official writes official Wan names (what DiffSynth and ComfyUI load)")
+        add_overwrite_arg(q)
         q.set_defaults(func=_cmd_convert)
 
 
@@ -111,21 +173,25 @@ def _add_sample_parser(sub) -> None:
     p.add_argument("--prompts", help="text file, one prompt a line (blank lines ignored)")
     p.add_argument("--images", help="text file, one image path a line (relative to the file), one per prompt")
     p.add_argument("--negative-prompt", help="default: Wan's official negative prompt; \"\" for none")
-    p.add_argument("--size", type=int, nargs=3, metavar=("T", "H", "W"), help="frames (4n+1), height, width")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--guidance", type=float, nargs="+", metavar="G",
+    p.add_argument("--size", type=int_range(1), nargs=3, metavar=("T", "H", "W"),
+                   help="frames (4n+1), height, width (default: the variant's)")
+    p.add_argument("--steps", type=int_range(1), help="denoising steps (default: the variant's, e.g. 50 for 5B)")
+    p.add_argument("--guidance", type=float_range(0.0), nargs="+", metavar="G",
                    help="G [G2]: high-noise expert's scale [low-noise expert's]; default per variant")
-    p.add_argument("--flow-shift", type=float, help="default: the checkpoint's scheduler config")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--flow-shift", type=float_range(0.0, inclusive=False),
+                   help="default: the checkpoint's scheduler config")
+    p.add_argument("--seed", type=int_range(0), default=0, help="seed of the first prompt; prompt i uses seed + i")
+    p.add_argument("--batch-size", type=int_range(1), default=1, help="prompts per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
     p.add_argument("--transformer", help="replace the (high-noise) transformer: an mm or diffusers checkpoint")
     p.add_argument("--transformer-2", help="replace the low-noise transformer (A14B)")
     p.add_argument("--offload-inactive-expert", action="store_true",
                    help="keep only the active A14B expert on the accelerator")
-    p.add_argument("--nproc", type=int, default=1, help="processes (one device each); same files as one process")
+    p.add_argument("--nproc", type=int_range(1), default=1,
+                   help="processes (one device each); same files as one process")
     p.add_argument("--output", help="output folder")
     p.add_argument("--save-array", action="store_true", help="also write NNNN.npy float32 [T,H,W,3] in [0,1]")
+    add_overwrite_arg(p)
     p.set_defaults(func=_cmd_sample)
 
 
@@ -146,7 +212,7 @@ def _cmd_validate_dataset(args) -> int:
         where = r.dataset if r.index is None else f"{r.dataset} entry {r.index} ({r.path})"
         print(f"invalid: {where}: {r.reason}", file=sys.stderr)
     if args.report_dir:
-        print(f"report: {write_report(Path(args.report_dir), args.data_txt, results, thumbnails)}")
+        print(f"report: {write_report(Path(args.report_dir), args.data_txt, results, thumbnails, args.overwrite)}")
     if args.manifest_out:
         with atomic_output_file(Path(args.manifest_out)) as f:
             _json.dump(valid, f, indent=2, ensure_ascii=False)
@@ -218,7 +284,7 @@ def _strip_launch_args(argv: list[str]) -> list[str]:
 def _cmd_cache_features(args) -> int:
     from wan_core.train.features import cache_features
 
-    out = cache_features(_train_config(args), args.out)
+    out = cache_features(_train_config(args), args.out, overwrite=args.overwrite)
     print(f"wrote features to {out}")
     return 0
 
@@ -235,7 +301,7 @@ def _cmd_consolidate(args) -> int:
     from wan_core.export import consolidate
 
     out = consolidate(args.source, args.target, args.iteration, args.format, args.dtype, args.max_shard_size,
-                      progress=not args.quiet)
+                      progress=not args.quiet, overwrite=args.overwrite)
     print(f"consolidated into {out}")
     return 0
 
@@ -244,13 +310,13 @@ def _cmd_export(args) -> int:
     from wan_core.export import export
 
     out = export(args.source, args.base, args.target, args.source_2, args.expert, args.max_shard_size,
-                 progress=not args.quiet)
+                 progress=not args.quiet, overwrite=args.overwrite)
     print(f"exported a diffusers pipeline folder to {out}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wan22", description="Pre-train and sample Wan2.2 video diffusion models.")
+    parser = ArgumentParser(prog="wan22", description="Pre-train and sample Wan2.2 video diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("make-tiny-checkpoint", help="write a tiny random diffusers-format Wan2.2 pipeline folder",
@@ -259,22 +325,24 @@ def build_parser() -> argparse.ArgumentParser:
                        "family at tiny size with random weights. Used by the demo and tests; nothing is downloaded.")
     p.add_argument("--variant", required=True, choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"])
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_range(0), default=0, help="seed of the random weights")
+    add_overwrite_arg(p)
     p.set_defaults(func=_cmd_make_tiny_checkpoint)
 
     p = sub.add_parser("make-demo-dataset", help="write small synthetic videos in the seed's dataset format",
                        description="Write OUT/videos/*.mp4 (moving shapes), OUT/data.json and OUT/data.txt.")
     p.add_argument("--out", required=True)
-    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--videos", type=int_range(1), default=4, help="number of clips")
+    add_overwrite_arg(p)
     p.set_defaults(func=_cmd_make_demo_dataset)
 
     _add_convert_parser(sub)
     p = sub.add_parser("train", help="train one DiT (one process, or several under torchrun)")
     _add_train_args(p)
-    p.add_argument("--nproc", type=int, help="processes on this node (one device each); starts torchrun itself "
+    p.add_argument("--nproc", type=int_range(1), help="processes on this node (one device each); starts torchrun itself "
                    "(default: $NPUS_PER_NODE or the launcher's PET_NPROC_PER_NODE)")
-    p.add_argument("--nnodes", type=int, help="nodes (default: the launcher's variables, $NNODES, or 1)")
-    p.add_argument("--node-rank", type=int, help="this node's index")
+    p.add_argument("--nnodes", type=int_range(1), help="nodes (default: the launcher's variables, $NNODES, or 1)")
+    p.add_argument("--node-rank", type=int_range(0), help="this node's index")
     p.add_argument("--rdzv-endpoint", help="HOST:PORT of node 0 for multi-node runs")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("consolidate", help="DCP training checkpoint -> one mm checkpoint (model weights only)",
@@ -288,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="keep", choices=["keep", "bf16", "fp32"])
     p.add_argument("--max-shard-size", default="5GB")
     p.add_argument("--quiet", action="store_true")
+    add_overwrite_arg(p)
     p.set_defaults(func=_cmd_consolidate)
     p = sub.add_parser("export", help="mm checkpoint(s) -> a complete diffusers pipeline folder")
     p.add_argument("--source", required=True, help="mm folder of the trained transformer")
@@ -297,10 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True)
     p.add_argument("--max-shard-size", default="5GB")
     p.add_argument("--quiet", action="store_true")
+    add_overwrite_arg(p)
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("cache-features", help="encode a dataset once (VAE latents + text embeddings)")
     _add_train_args(p)
     p.add_argument("--out", required=True)
+    add_overwrite_arg(p)
     p.set_defaults(func=_cmd_cache_features)
     p = sub.add_parser("validate-dataset", help="check a data.txt dataset list; write a report and a manifest",
                        description="Checks every data.json entry (schema, path inside its folder, file decodes, "
@@ -310,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir")
     p.add_argument("--manifest-out")
     p.add_argument("--allow-invalid", action="store_true")
+    add_overwrite_arg(p)
     p.set_defaults(func=_cmd_validate_dataset)
     _add_sample_parser(sub)
 
@@ -365,7 +437,7 @@ def main(argv=None) -> int:
 
 def build_mm_convert_parser() -> argparse.ArgumentParser:
     """MindSpeed-MM's syntax: mm-convert WanConverter hf_to_mm|mm_to_hf --cfg.source_path X --cfg.target_path Y"""
-    parser = argparse.ArgumentParser(prog="mm-convert", description="MindSpeed-MM-compatible weight conversion "
+    parser = ArgumentParser(prog="mm-convert", description="MindSpeed-MM-compatible weight conversion "
                                      "(WanConverter). hf_to_mm writes MindSpeed-MM's mm-pt layout unless "
                                      "--cfg.format safetensors is given.")
     parser.add_argument("converter", choices=["WanConverter"])
@@ -384,6 +456,7 @@ def build_mm_convert_parser() -> argparse.ArgumentParser:
             raise UserError("--cfg.hf_path is for mm_to_hf")
         return _cmd_convert(args)
 
+    add_overwrite_arg(parser)
     parser.set_defaults(func=call)
     return parser
 

@@ -93,7 +93,7 @@ def _model_config(folder: Path, metas: dict) -> WanConfig:
 
 
 def consolidate(source: str, target: str, iteration: str | int | None = None, fmt: str = "safetensors",
-                dtype: str = "keep", max_shard_size: str = "5GB", progress: bool = True) -> Path:
+                dtype: str = "keep", max_shard_size: str = "5GB", progress: bool = True, overwrite: bool = False) -> Path:
     from tqdm import tqdm
 
     from wan_core.weights.layouts import expected_mm_shapes
@@ -122,7 +122,7 @@ def consolidate(source: str, target: str, iteration: str | int | None = None, fm
     bar = tqdm(total=sum(m.nbytes for m in metas.values()), unit="B", unit_scale=True, desc="consolidate",
                disable=not progress, leave=False)
     try:
-        with output_dir(target) as tmp:
+        with output_dir(target, "consolidate", overwrite) as tmp:
             (tmp / "config.json").write_text(json.dumps(config.to_diffusers(), indent=2) + "\n")
             release = tmp / "release"
             release.mkdir()
@@ -164,7 +164,7 @@ def _link_or_copy_tree(src: Path, dst: Path) -> None:
 
 
 def export(source: str, base: str, target: str, source_2: str | None = None, expert: str = "high",
-           max_shard_size: str = "5GB", progress: bool = True) -> Path:
+           max_shard_size: str = "5GB", progress: bool = True, overwrite: bool = False) -> Path:
     """mm checkpoint(s) -> a complete diffusers pipeline folder: the trained transformer(s) with the
     base folder's vae, text encoder, tokenizer, scheduler and model_index.json."""
     from wan_core.sample.variants import read_model_folder
@@ -179,10 +179,10 @@ def export(source: str, base: str, target: str, source_2: str | None = None, exp
     slots = {("transformer" if expert == "high" else "transformer_2"): source}
     if source_2:
         slots["transformer_2" if expert == "high" else "transformer"] = source_2
-    with output_dir(target) as tmp:
+    with output_dir(target, "export", overwrite) as tmp:
         for slot, mm in slots.items():
             mm_to_hf(mm, str(tmp / slot), hf_dir=str(base_path / slot), max_shard_size=max_shard_size,
-                     progress=progress)
+                     progress=progress, command=None)
         if folder.two_experts:
             for slot in ("transformer", "transformer_2"):
                 if slot not in slots:  # the expert that was not trained comes from the base

@@ -35,7 +35,7 @@ def validate_dataset_step(data_txt: str, manifest_out: str, report_md: Path, rep
     results, thumbnails = validate_dataset(data_txt)
     valid = [r.entry for r in results if r.reason is None]
     folder = Path(manifest_out).parent / "validation-report"
-    write_report(folder, data_txt, results, thumbnails)
+    write_report(folder, data_txt, results, thumbnails, overwrite=True)  # a retried step replaces its own report
     report_md.write_text((folder / "report.md").read_text())
     report_html.write_text((folder / "report.html").read_text())
     log_metric("entries", len(results))
@@ -128,7 +128,8 @@ def sample_step(model: str, prompts: str, output: str, images: str, size: tuple[
 
     job = SampleJob(model=model, prompts=prompts, output=output, images=images or None,
                     size=tuple(size) if all(size) else None, steps=steps or None,
-                    guidance=[float(g) for g in guidance.split()] if guidance else None, seed=seed, nproc=nproc)
+                    guidance=[float(g) for g in guidance.split()] if guidance else None, seed=seed, nproc=nproc,
+                    overwrite=True)  # a retried step replaces its own earlier samples
     out = run_sample(job, progress=False)
     preview_html.write_text((out / "preview.html").read_text())
     index = json.loads((out / "samples.json").read_text())

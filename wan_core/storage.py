@@ -6,6 +6,7 @@ into place (renamed locally, uploaded and moved on object stores), so a failure 
 from __future__ import annotations
 
 import contextlib
+import json
 import posixpath
 import shutil
 import tempfile
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import fsspec
 
-from wan_core.fsutil import atomic_output_dir
+from wan_core.errors import UserError
+from wan_core.fsutil import MARKER, atomic_output_dir, refuse_to_replace, write_marker
 
 
 def is_url(path) -> bool:
@@ -66,16 +68,20 @@ class Location:
 
 
 @contextlib.contextmanager
-def output_dir(target: str | Path):
-    """Yield a local temporary folder; on success it becomes `target` (a local path or an fsspec URL)."""
+def output_dir(target: str | Path, command: str | None, overwrite: bool = False):
+    """Yield a local temporary folder; on success it becomes `target` (a local path or an fsspec URL).
+    The target is checked first, as fsutil.check_output_dir describes, also when it is remote."""
     if not is_url(target):
-        with atomic_output_dir(Path(str(target).removeprefix("file://"))) as tmp:
+        with atomic_output_dir(Path(str(target).removeprefix("file://")), command, overwrite) as tmp:
             yield tmp
         return
     loc = Location(target)
+    _check_remote_output(loc, command, overwrite)
     staging = Path(tempfile.mkdtemp(prefix="wan22-out-"))
     try:
         yield staging
+        if command is not None:
+            write_marker(staging, command)
         remote_tmp = loc.path.rstrip("/") + ".tmp-upload"
         loc.fs.put(str(staging) + "/", remote_tmp, recursive=True)
         if loc.fs.exists(loc.path):
@@ -83,3 +89,17 @@ def output_dir(target: str | Path):
         loc.fs.mv(remote_tmp, loc.path, recursive=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_remote_output(loc: "Location", command: str | None, overwrite: bool) -> None:
+    if not loc.fs.exists(loc.path):
+        return
+    if not loc.fs.isdir(loc.path):
+        raise UserError(f"{loc.url} exists and is not a folder; give a new path for the output")
+    if not loc.fs.ls(loc.path):
+        return
+    try:
+        owner = json.loads(loc.fs.cat_file(posixpath.join(loc.path, MARKER))).get("command")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    refuse_to_replace(loc.url, owner, command, overwrite)

@@ -61,7 +61,7 @@ def _random_init_(module: torch.nn.Module, gen: torch.Generator, std: float = 0.
             p.copy_(torch.randn(p.shape, generator=gen) * std)
 
 
-def make_tiny_checkpoint(variant: str, out: str | Path, seed: int = 0) -> Path:
+def make_tiny_checkpoint(variant: str, out: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
     """Write the tiny pipeline folder for `variant` to `out` (atomically). Returns the folder."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -72,7 +72,7 @@ def make_tiny_checkpoint(variant: str, out: str | Path, seed: int = 0) -> Path:
     cfg = WanConfig.from_preset(TINY_PRESET_OF_VARIANT[variant])
     gen = torch.Generator().manual_seed(seed)
     out = Path(out)
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, "make-tiny-checkpoint", overwrite) as tmp:
         transformer_kwargs = {k: v for k, v in cfg.to_diffusers().items() if not k.startswith("_")}
         names = ["transformer", "transformer_2"][: spec["experts"]]
         for name in names:

@@ -9,5 +9,5 @@ def cache_features(config: str, out: str) -> str:
     from wan_core.train.config import load_config
     from wan_core.train.features import cache_features as run
 
-    run(load_config(config), out, progress=False)
+    run(load_config(config), out, progress=False, overwrite=True)  # a retry replaces its own output
     return out

@@ -12,5 +12,5 @@ def consolidate(save_path: str, target: str, iteration: str = "latest", fmt: str
 
     target = under(workdir, target)
 
-    run(save_path, target, iteration, fmt, dtype, progress=False)
+    run(save_path, target, iteration, fmt, dtype, progress=False, overwrite=True)  # a retry replaces its own output
     return target

@@ -13,5 +13,5 @@ def export_pipeline(source: str, base: str, target: str, source_2: str = "", exp
 
     target = under(workdir, target)
 
-    export(source, base, target, source_2 or None, expert, progress=False)
+    export(source, base, target, source_2 or None, expert, progress=False, overwrite=True)  # a retry replaces its own
     return target

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from wan_core.data.video import write_video
+from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (235, 220, 40),
@@ -45,11 +46,11 @@ def render_clip(index: int, frames: int = DEMO_FRAMES, height: int = DEMO_HEIGHT
 
 
 def make_demo_dataset(out: str | Path, videos: int = 4, frames: int = DEMO_FRAMES, fps: int = DEMO_FPS,
-                      height: int = DEMO_HEIGHT, width: int = DEMO_WIDTH) -> Path:
+                      height: int = DEMO_HEIGHT, width: int = DEMO_WIDTH, overwrite: bool = False) -> Path:
     out = Path(out).absolute()
     if videos < 1:
-        raise ValueError("--videos must be at least 1")
-    with atomic_output_dir(out) as tmp:
+        raise UserError(f"--videos {videos}: must be at least 1")
+    with atomic_output_dir(out, "make-demo-dataset", overwrite) as tmp:
         (tmp / "videos").mkdir()
         entries = []
         for i in range(videos):

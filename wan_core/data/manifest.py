@@ -208,18 +208,27 @@ def manifest_hash(entries: list[dict]) -> str:
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_report(report_dir: Path, data_txt: str, results: list[EntryResult], thumbnails: list) -> Path:
+def write_report(report_dir: Path, data_txt: str, results: list[EntryResult], thumbnails: list,
+                 overwrite: bool = False) -> Path:
+    """report.md (+ thumbnails/) and report.html in `report_dir`, which appears complete or not at all."""
+    from wan_core.fsutil import atomic_output_dir
+
+    with atomic_output_dir(Path(report_dir), "validate-dataset", overwrite) as tmp:
+        _write_report(tmp, data_txt, results, thumbnails)
+    return Path(report_dir) / "report.md"
+
+
+def _write_report(report_dir: Path, data_txt: str, results: list[EntryResult], thumbnails: list) -> None:
     import base64
     import html
     import io
 
     from PIL import Image
 
-    report_dir.mkdir(parents=True, exist_ok=True)
     valid = [r for r in results if r.reason is None]
     bad = [r for r in results if r.reason is not None]
     thumbs_md, thumbs_html = [], []
-    (report_dir / "thumbnails").mkdir(exist_ok=True)
+    (report_dir / "thumbnails").mkdir()
     for name, frame in thumbnails:
         im = Image.fromarray(frame)
         im.thumbnail((160, 160))
@@ -245,7 +254,6 @@ def write_report(report_dir: Path, data_txt: str, results: list[EntryResult], th
             + (f"<table border=1 cellpadding=3><tr><th>dataset</th><th>entry</th><th>file</th><th>reason</th></tr>"
                f"{table}</table>" if bad else "") + "<p>" + " ".join(thumbs_html) + "</p></body></html>\n")
     (report_dir / "report.html").write_text(page)
-    return report_dir / "report.md"
 
 
 def load_manifest(path: str | Path) -> list[dict]:

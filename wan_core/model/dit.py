@@ -277,4 +277,5 @@ class WanDiT(nn.Module):
         if cp is not None:
             x = cp.gather(x, length)
         x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        # one reshape (a copy) rather than flattens (views of a copy): FSDP2 warns about view outputs
+        return x.reshape(b, x.shape[1], t, h, w)

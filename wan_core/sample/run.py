@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from wan_core.errors import UserError
+from wan_core.fsutil import atomic_output_dir, check_output_dir
 from wan_core.sample.variants import WAN_NEGATIVE_PROMPT, read_model_folder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -35,6 +36,7 @@ class SampleJob:
     offload_inactive_expert: bool = False
     nproc: int = 1
     save_array: bool = False
+    overwrite: bool = False
     fps: int | None = None
 
 
@@ -121,11 +123,10 @@ def _worker_device(rank: int):
 
 def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: bool = True) -> Path:
     """Sample every prompt of `job` (or, as worker (rank, n), prompts rank, rank+n, ...). Returns the output."""
-    from tqdm import tqdm
+    from wan_core.sample.sampler import SampleSettings, check_size
 
-    from wan_core.sample.outputs import gif_data_uri, save_sample, write_index, write_preview
-    from wan_core.sample.sampler import SampleRequest, SampleSettings, check_size
-
+    if worker is None:  # refuse a bad output path before loading anything
+        check_output_dir(Path(job.output), "sample", job.overwrite)
     folder = read_model_folder(job.model)
     defaults = folder.defaults
     prompts = read_lines(job.prompts, "prompts")
@@ -149,21 +150,38 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
                               flow_shift=job.flow_shift)
     fps = job.fps or defaults.fps
     output = Path(job.output)
-    output.mkdir(parents=True, exist_ok=True)
     task = {"ti2v-5b": "ti2v" if job.images else "t2v", "t2v-a14b": "t2v", "i2v-a14b": "i2v"}[folder.variant]
     summary = {"model": str(Path(job.model).absolute()), "variant": folder.variant, "task": task,
                "size": [frames, height, width], "steps": settings.steps, "guidance": guidance,
                "flow_shift": job.flow_shift, "negative_prompt": settings.negative_prompt, "seed": job.seed,
                "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2}
 
-    if job.nproc > 1 and worker is None:
-        return _run_workers(job, output, summary, len(prompts))
+    title = f"wan22 samples: {folder.variant} {task}"
+    if worker is not None:  # a --nproc worker: its share, into the parent's temporary folder
+        _sample(job, folder, prompts, images, image_paths, settings, fps, output, worker, progress)
+        return output
+    # the whole set (mp4s, samples.json, preview.html) appears at once or not at all
+    with atomic_output_dir(output, "sample", job.overwrite) as tmp:
+        if job.nproc > 1:
+            workers = _run_workers(dataclasses.replace(job, output=str(tmp)), len(prompts))
+        else:
+            workers = 1
+            _sample(job, folder, prompts, images, image_paths, settings, fps, tmp, (0, 1), progress)
+        _merge(tmp, workers, summary, title)
+    return output
 
-    rank, world = worker or (0, 1)
+
+def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Path, worker, progress) -> None:
+    """Sample worker (rank, world)'s prompts (rank, rank + world, ...) into `output`, with the seeds one
+    process would use, and leave their records in .samples-RANK.json for _merge."""
+    from tqdm import tqdm
+
+    from wan_core.sample.outputs import gif_data_uri, save_sample
+    from wan_core.sample.sampler import SampleRequest, WanSampler
+
+    rank, world = worker
     device = _worker_device(rank)
     dtype = DTYPES[job.dtype or ("fp32" if device.type == "cpu" else "bf16")]
-    from wan_core.sample.sampler import WanSampler
-
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
                          offload_inactive_expert=job.offload_inactive_expert)
     mine = list(range(rank, len(prompts), world))
@@ -182,38 +200,44 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
             previews[i] = gif_data_uri(frames_i)
         bar.update(len(batch))
     bar.close()
-    if world > 1:  # the parent merges the fragments
-        (output / f".samples-{rank}.json").write_text(json.dumps({"records": records, "previews": previews}))
-        return output
-    write_index(output, records, summary)
-    write_preview(output, records, previews, f"wan22 samples: {folder.variant} {task}")
-    return output
+    (output / f".samples-{rank}.json").write_text(json.dumps({"records": records, "previews": previews}))
 
 
-def _run_workers(job: SampleJob, output: Path, summary: dict, count: int) -> Path:
-    """One process per device; each writes its own prompts' files with the seeds one process would use."""
+def _merge(output: Path, workers: int, summary: dict, title: str) -> None:
+    """samples.json and preview.html from the workers' fragments (which are removed)."""
     from wan_core.sample.outputs import write_index, write_preview
 
-    spec = json.dumps(dataclasses.asdict(job))
-    threads = max(1, (os.cpu_count() or 1) // job.nproc)
-    procs = []
-    for rank in range(min(job.nproc, count)):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), WAN22_SAMPLE_THREADS=str(threads))
-        procs.append(subprocess.Popen([sys.executable, "-m", "wan_core.sample.run", spec, str(rank),
-                                       str(min(job.nproc, count))], env=env))
-    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
-    if failed:
-        raise UserError(f"sampling worker(s) {failed} failed; see their messages above")
     records, previews = [], {}
-    for rank in range(len(procs)):
+    for rank in range(workers):
         frag = output / f".samples-{rank}.json"
         data = json.loads(frag.read_text())
         records += data["records"]
         previews.update({int(k): v for k, v in data["previews"].items()})
         frag.unlink()
     write_index(output, records, summary)
-    write_preview(output, records, previews, f"wan22 samples: {summary['variant']} {summary['task']}")
-    return output
+    write_preview(output, records, previews, title)
+
+
+def _run_workers(job: SampleJob, count: int) -> int:
+    """One process per device (at most one per prompt); returns how many ran."""
+    spec = json.dumps(dataclasses.asdict(job))
+    workers = min(job.nproc, count)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = []
+    for rank in range(workers):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), WAN22_SAMPLE_THREADS=str(threads))
+        procs.append(subprocess.Popen([sys.executable, "-m", "wan_core.sample.run", spec, str(rank), str(workers)],
+                                      env=env))
+    try:
+        failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    finally:  # an interrupt stops the workers too, before the temporary folder goes
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+    if failed:
+        raise UserError(f"sampling worker(s) {failed} failed; see their messages above")
+    return workers
 
 
 if __name__ == "__main__":  # a --nproc worker: python -m wan_core.sample.run JOB_JSON RANK WORLD

@@ -16,20 +16,22 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from wan_core.errors import UserError
-from wan_core.fsutil import atomic_output_dir
+from wan_core.fsutil import atomic_output_dir, check_output_dir
 from wan_core.train.config import TrainConfig
 
 MATCH_KEYS = ("variant", "task", "num_frames", "height", "width", "fps")
 
 
-def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
+def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> Path:
     from tqdm import tqdm
 
     from wan_core.data.dataset import VideoClipDataset
-    from wan_core.encoders import first_frame_condition
     from wan_core.device import default_device
+    from wan_core.encoders import first_frame_condition
     from wan_core.train.trainer import build_encoders, data_source
 
+    out = Path(out)
+    check_output_dir(out, "cache-features", overwrite)  # before the encoders load
     if cfg.data.features:
         raise UserError("cache-features reads the dataset itself: give data.data_txt or data.manifest, not data.features")
     device = default_device()
@@ -37,8 +39,7 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True) -> 
     text_encoder, vae = build_encoders(cfg, device)
     d = cfg.data
     dataset = VideoClipDataset(entries, d.num_frames, d.height, d.width, d.fps, cfg.train.seed)
-    out = Path(out)
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, "cache-features", overwrite) as tmp:
         (tmp / "samples").mkdir()
         save_file({"text": text_encoder.encode([""])[0].contiguous().cpu()}, tmp / "empty_text.safetensors")
         kept = []

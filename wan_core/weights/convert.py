@@ -101,7 +101,8 @@ def _hf_config_for(hf_dir: str | None, slot: str, ckpt: Checkpoint) -> dict | No
 
 
 def convert(source: str, target: str, to: str, fmt: str = "safetensors", hf_dir: str | None = None,
-            max_shard_size: str = DEFAULT_MAX_SHARD, progress: bool = True) -> list[str]:
+            max_shard_size: str = DEFAULT_MAX_SHARD, progress: bool = True, overwrite: bool = False,
+            command: str | None = "convert") -> list[str]:
     """Convert every DiT found at `source` to layout `to` ('mm', 'diffusers' or 'official') at `target`.
 
     Two-expert sources write TARGET/transformer (high-noise) and TARGET/transformer_2 (low-noise).
@@ -120,7 +121,7 @@ def convert(source: str, target: str, to: str, fmt: str = "safetensors", hf_dir:
     total = sum(ckpt.total_bytes for ckpt, _ in plans.values())
     bar = _Progress(total, f"{'hf_to_mm' if to == 'mm' else 'mm_to_hf'}", enabled=progress)
     try:
-        with output_dir(target) as tmp:
+        with output_dir(target, command, overwrite) as tmp:
             for slot, (ckpt, names) in plans.items():
                 folder = tmp / slot if slot else tmp
                 folder.mkdir(exist_ok=True)
