@@ -9,6 +9,7 @@ import html
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 
@@ -74,6 +75,8 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
     log_path = run_dir / "pipeline.log"
     print(f"[wan22] every step's full output: {log_path}{'' if verbose else ' (--verbose shows it here too)'}",
           flush=True)
+    # kfp.local warns that our image is not a Python image when steps run as subprocesses; nothing to act on
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
     with runner_context as runner, step_console(log_path, verbose) as console:
         # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
         local.init(runner=runner, pipeline_root=str(run_dir))

@@ -105,6 +105,7 @@ def test_cli_make_tiny_checkpoint_and_errors(tmp_path):
     bad = run_cli("make-tiny-checkpoint", "--variant", "t2v-1b", "--out", str(tmp_path / "x"))
     assert bad.returncode != 0 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("make-demo-dataset", "--out", str(tmp_path / "d"), "--videos", "0")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: --videos") and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("error: argument --videos: 0 is out of range: must be at "
+                                                         "least 1") and "Traceback" not in bad.stderr
     assert not (tmp_path / "d").exists()
     assert run_cli("--help").returncode == 0

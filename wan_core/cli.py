@@ -36,6 +36,11 @@ class ArgumentParser(argparse.ArgumentParser):
                                                 for part in kwargs["description"].split("\n\n"))
         super().__init__(*args, **kwargs)
 
+    def error(self, message):
+        """A bad argument: one paragraph naming it (argparse's own prints the usage block first)."""
+        print(_one_paragraph(f"error: {message} (see `{self.prog} --help`)"), file=sys.stderr)
+        sys.exit(2)
+
 
 def int_range(low: int, high: int | None = None):
     """An argparse type: an integer in [low, high], refused at parse time with the range in the message."""
@@ -252,7 +257,8 @@ def _cmd_train(args) -> int:
             raise UserError(f"training failed (torchrun exit status {status}); see the rank messages above")
         return 0
     last = run_training(cfg)
-    print(f"training finished at step {last.get('step')}; checkpoints in {cfg.save_path}")
+    if os.environ.get("RANK", "0") == "0":  # once, not once per rank
+        print(f"training finished at step {last.get('step')}; checkpoints in {cfg.save_path}")
     return 0
 
 
@@ -408,6 +414,9 @@ def _one_paragraph(message: str) -> str:
 
 def run(argv, parser: argparse.ArgumentParser) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not sys.stderr.isatty():  # progress bars of the libraries we call only on a terminal
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     passthrough = []
     if "--" in argv:  # everything after `--` is handed on untouched (e.g. a step's own arguments)
         cut = argv.index("--")
