@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from wan_core.cli import int_range
+from wan_core.cli import add_output_arg, int_range
 from wan_core.errors import UserError
 
 def builders():
@@ -125,8 +125,13 @@ def _cmd_run(args) -> int:
 def _cmd_k8s_job(args) -> int:
     import yaml
 
+    from wan_core.cli import build_parser
     from wan_core.k8s.manifests import step_job
 
+    # the step's own arguments are parsed now, as the pod would parse them: a typo fails here, not in the pod
+    step_args = build_parser().parse_args([args.step, *args.passthrough])
+    if getattr(step_args, "passthrough", None):
+        raise UserError(f"wan22 {args.step} takes no arguments after --")
     manifest = step_job(args.step, args.passthrough, deployment_from_args(args), args.devices_per_node, name=args.name)
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
     return 0
@@ -153,13 +158,17 @@ def _cmd_k8s_train_job(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pipeline", help="compile the Kubeflow pipelines, or run the whole DAG locally")
+    p = sub.add_parser("pipeline", help="compile the Kubeflow pipelines, or run the whole DAG locally",
+                       epilog="examples:\n  wan22 pipeline run\n  wan22 pipeline compile --output compiled")
     ps = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
-    c = ps.add_parser("compile", help="write every pipeline as KFP IR YAML and as Kubernetes-native manifests")
-    c.add_argument("--out", required=True, help="folder for NAME.yaml (KFP IR) and k8s/NAME.yaml")
+    c = ps.add_parser("compile", help="write every pipeline as KFP IR YAML and as Kubernetes-native manifests",
+                      epilog="example:\n  wan22 pipeline compile --output compiled --profile npu "
+                      "--image registry.example/wan22:0.1.0-npu")
+    add_output_arg(c, "out", ("--out",), "folder for NAME.yaml (KFP IR) and k8s/NAME.yaml")
     add_deployment_args(c, devices_per_node=8)
     c.set_defaults(func=_cmd_compile)
-    r = ps.add_parser("run", help="run the full DAG on this machine with kfp.local (tiny weights and data)")
+    r = ps.add_parser("run", help="run the full DAG on this machine with kfp.local (tiny weights and data)",
+                      epilog="examples:\n  wan22 pipeline run\n  wan22 pipeline run --variant t2v-a14b --containers")
     r.add_argument("--local", action="store_true", help="accepted for compatibility: every run here is local")
     r.add_argument("--containers", action="store_true",
                    help="run each step in the cpu image with kfp.local's DockerRunner (Docker, or podman's "
@@ -180,20 +189,25 @@ def register(sub) -> None:
                    help="show every step's full output (kfp.local's executor logs, library warnings)")
     r.set_defaults(func=_cmd_run)
 
-    k = sub.add_parser("k8s", help="Kubernetes manifests for kubectl users")
+    k = sub.add_parser("k8s", help="Kubernetes manifests for kubectl users",
+                       epilog="example:\n  wan22 k8s rbac --namespace ml | kubectl apply -f -")
     ks = k.add_subparsers(dest="k8s_command", required=True, metavar="KIND")
     j = ks.add_parser("job", help="print a batch/v1 Job running one wan22 step (kubectl apply -f -)")
     j.add_argument("step", choices=["validate-dataset", "convert", "train", "consolidate", "export", "sample"])
-    j.epilog = "the step's own arguments follow --, e.g. wan22 k8s job consolidate -- --source /data/save ..."
+    j.epilog = ("the step's own arguments follow -- and are checked here.\nexample:\n  wan22 k8s job consolidate "
+                "--profile npu -- --source /data/save --output /data/mm")
     j.add_argument("--name")
     add_deployment_args(j)
     j.set_defaults(func=_cmd_k8s_job)
-    rb = ks.add_parser("rbac", help="print the ServiceAccount, Role and RoleBinding the pretrain launcher needs")
+    rb = ks.add_parser("rbac", help="print the ServiceAccount, Role and RoleBinding the pretrain launcher needs",
+                       epilog="example:\n  wan22 k8s rbac --namespace ml --launcher trainjob | kubectl apply -f -")
     rb.add_argument("--namespace", required=True)
     rb.add_argument("--launcher", default="trainjob", choices=["trainjob", "pytorchjob", "volcano"])
     rb.add_argument("--service-account", default="wan22-launcher")
     rb.set_defaults(func=_cmd_k8s_rbac)
-    tj = ks.add_parser("train-job", help="print the multi-node training job the pretrain step would submit")
+    tj = ks.add_parser("train-job", help="print the multi-node training job the pretrain step would submit",
+                       epilog="example:\n  wan22 k8s train-job --config /data/train.yaml --nnodes 2 "
+                       "--devices-per-node 8")
     tj.add_argument("--launcher", default="trainjob", choices=["trainjob", "pytorchjob", "volcano"])
     tj.add_argument("--name", default="wan22-train")
     tj.add_argument("--config", required=True, help="training config path inside the pods (on the data volume)")

@@ -17,7 +17,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STARTED = re.compile(r"Executing task '([^']+)'")
 FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 # lines of our own that say how a step is going (the trainer's steps, resumption, the launcher, sampling)
-PROGRESS = re.compile(r"^(\[wan22\]|\[launcher\]|step \d+/\d+|training finished|resuming|launching:)")
+PROGRESS = re.compile(r"^(\[wan22\]|\[launcher\]|step \d+/\d+|training finished|resumed from|launching:)")
 CAUSE = re.compile(r"^(?:error: |[A-Za-z_][\w.]*(?:Error|Exception|Interrupt): )(.+)$")
 
 
@@ -30,6 +30,7 @@ class StepConsole:
         self.pending = ""
         self.step, self.started, self.step_lines = None, 0.0, []
         self.failed: tuple[str, str] | None = None  # (step, cause)
+        self.timings: dict[str, float] = {}  # step: seconds, for the report
 
     # the file interface kfp.local and print() use
     def write(self, text: str) -> int:
@@ -65,6 +66,7 @@ class StepConsole:
         if m:
             step, status = m.groups()
             seconds = time.monotonic() - self.started
+            self.timings[step] = seconds
             if status == "SUCCESS":
                 self._show(f"[wan22] {step}: done in {seconds:.1f} s")
             else:

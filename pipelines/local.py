@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import html
-import json
 import shutil
 import time
 import warnings
@@ -19,6 +17,7 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
     from kfp import local
 
     from pipelines.console import step_console
+    from pipelines.report import write_run_report
     from wan_core.errors import UserError
     from wan_core.fsutil import check_output_dir, output_owner, write_marker
     from wan_core.k8s.deployment import Deployment
@@ -77,7 +76,7 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
           flush=True)
     # kfp.local warns that our image is not a Python image when steps run as subprocesses; nothing to act on
     warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
-    with runner_context as runner, step_console(log_path, verbose) as console:
+    with runner_context as runner, step_console(log_path, verbose) as console, private_tmp(run_dir / "tmp"):
         # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
         local.init(runner=runner, pipeline_root=str(run_dir))
         try:
@@ -90,7 +89,32 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
             step, cause = console.failed
     if console.failed is not None:
         raise UserError(f"step {step} failed: {cause} (its full output is in {log_path})")
-    return write_run_report(run_dir, variant, time.time() - started)
+    settings = {"variant": variant, "steps ran": how,
+                "training": f"{iters} steps, {nproc} processes, {layout}", "clip size": f"9 frames of {size}×{size}",
+                "sampling": f"5 frames of {size}×{size}, 4 steps", "tiny": True}
+    return write_run_report(run_dir, settings, console.timings, time.time() - started)
+
+
+@contextlib.contextmanager
+def private_tmp(folder: Path):
+    """TMPDIR for the run's processes, removed afterwards: kfp.local's lightweight components write their
+    source to `mktemp -d` folders that nobody deletes, and torchrun keeps its own there."""
+    import os
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # re-read on next use
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old
+        tempfile.tempdir = None
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_layout(variant: str, nproc: int, cp: int, cp_algo: str, ulysses_degree: int) -> None:
@@ -118,36 +142,3 @@ def _run_full(deployment, base, data_txt, workdir, prompts, images, variant, ite
                  iters=iters, save_interval=max(1, iters // 2), micro_batch_size=1, lr=1e-3, dtype="fp32", num_frames=9, height=size, width=size, fps=16.0,
                  nnodes=1, devices_per_node=nproc, cp=cp, cp_algo=cp_algo, ulysses_degree=ulysses_degree, launcher="local", sample_frames=5,
                  sample_height=size, sample_width=size, sample_steps=4)
-
-
-def write_run_report(run_dir: Path, variant: str, seconds: float) -> Path:
-    from wan_core.pipeline_steps import training_curve_html
-
-    work = run_dir / "work"
-    parts = [f"<h2>wan22-full, {html.escape(variant)}, local run</h2><p>{seconds:.0f} s on this machine; "
-             f"run folder <code>{html.escape(str(run_dir))}</code></p>"]
-    val = work / "validation-report" / "report.html"
-    if val.is_file():
-        parts.append("<h3>1. dataset validation</h3>" + _body(val.read_text()))
-    for metrics in sorted(work.glob("train-*/metrics.jsonl")):
-        parts.append(f"<h3>2. training ({metrics.parent.name})</h3>" +
-                     _body(training_curve_html(metrics, metrics.parent.name)))
-    exported = work / "exported"
-    if exported.is_dir():
-        parts.append(f"<h3>3. exported diffusers folder</h3><p><code>{html.escape(str(exported))}</code>: "
-                     + ", ".join(sorted(p.name for p in exported.iterdir())) + "</p>")
-    samples = work / "samples"
-    if (samples / "preview.html").is_file():
-        index = json.loads((samples / "samples.json").read_text())
-        files = ", ".join(s["video"] for s in index["samples"])
-        parts.append(f"<h3>4. samples</h3><p>{files} in <code>{html.escape(str(samples))}</code></p>"
-                     + _body((samples / "preview.html").read_text()))
-    report = run_dir / "report.html"
-    report.write_text("<!doctype html><html><head><meta charset='utf-8'><title>wan22 run</title></head><body>"
-                      + "".join(parts) + "</body></html>\n")
-    return report
-
-
-def _body(page: str) -> str:
-    start, end = page.find("<body>"), page.rfind("</body>")
-    return page[start + 6:end] if start >= 0 and end > start else page

@@ -6,6 +6,7 @@ input; set WAN22_DEBUG=1 to see tracebacks of unexpected errors.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from pathlib import Path
 import sys
@@ -17,13 +18,22 @@ from wan_core.errors import UserError
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Every option's help ends with its default (when it has one worth showing)."""
 
+    @staticmethod
+    def _shows_default(action) -> bool:
+        return bool(action.option_strings) and not (action.default is None or action.default is False
+                                                    or action.default == argparse.SUPPRESS)
+
     def _get_help_string(self, action):
         text = action.help or ""
-        shown = action.option_strings and not (action.default is None or action.default is False
-                                                or action.default == argparse.SUPPRESS)
-        if shown and "default" not in text:
+        if self._shows_default(action) and "default" not in text:
             text += (" " if text else "") + "(default: %(default)s)"
         return text
+
+    def _format_action(self, action):
+        if not (action.help and action.help.strip()) and self._shows_default(action):
+            action = copy.copy(action)  # argparse prints no help line for an option without help
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -73,6 +83,20 @@ def float_range(low: float, inclusive: bool = True):
     return parse
 
 
+def add_output_arg(p, dest: str, aliases: tuple[str, ...], help: str) -> None:
+    """--output, the one name for "where this command writes" everywhere; the names the commands had
+    before (--out, --target) still work, hidden from --help."""
+    p.add_argument("--output", dest=dest, metavar="DIR", help=f"{help} (required)")
+    for alias in aliases:
+        p.add_argument(alias, dest=dest, metavar="DIR", help=argparse.SUPPRESS)
+    p.set_defaults(_output_dest=dest)
+
+
+def _progress(args) -> bool:
+    """Progress bars only on a terminal, and not with --quiet."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
 def add_overwrite_arg(p) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier output of this command at the target (any other non-empty folder "
@@ -102,10 +126,10 @@ def _cmd_convert(args) -> int:
 
     if args.direction == "hf-to-mm":
         slots = convert.hf_to_mm(args.source, args.target, fmt=args.format, max_shard_size=args.max_shard_size,
-                                 progress=not args.quiet, overwrite=args.overwrite)
+                                 progress=_progress(args), overwrite=args.overwrite)
     else:
         slots = convert.mm_to_hf(args.source, args.target, hf_dir=args.hf_dir, layout=args.layout,
-                                 max_shard_size=args.max_shard_size, progress=not args.quiet,
+                                 max_shard_size=args.max_shard_size, progress=_progress(args),
                                  overwrite=args.overwrite)
     written = ", ".join(f"{args.target}/{s}" for s in slots) if slots != [""] else args.target
     print(f"{args.direction}: wrote {written}")
@@ -124,7 +148,7 @@ def _add_convert_parser(sub) -> None:
                        ("mm-to-hf", "mm folder -> diffusers transformer folder (or official Wan names)")):
         q = conv.add_parser(name, help=text, description=text)
         q.add_argument("--source", required=True)
-        q.add_argument("--target", required=True)
+        add_output_arg(q, "target", ("--target",), "output folder")
         q.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "hf-to-mm":
@@ -162,7 +186,8 @@ def _cmd_sample(args) -> int:
                         batch_size=args.batch_size, dtype=args.dtype, transformer=args.transformer,
                         transformer_2=args.transformer_2, offload_inactive_expert=args.offload_inactive_expert,
                         nproc=args.nproc, save_array=args.save_array)
-    out = run_sample(job)
+    job.overwrite = args.overwrite
+    out = run_sample(job, progress=sys.stderr.isatty())
     print(f"wrote samples, samples.json and preview.html to {out}")
     return 0
 
@@ -214,7 +239,7 @@ def _cmd_validate_dataset(args) -> int:
     valid = [r.entry for r in results if r.reason is None]
     bad = [r for r in results if r.reason is not None]
     for r in bad:
-        where = r.dataset if r.index is None else f"{r.dataset} entry {r.index} ({r.path})"
+        where = r.dataset if r.index is None else f"{r.dataset} entry {r.index + 1} ({r.path})"  # 1-based
         print(f"invalid: {where}: {r.reason}", file=sys.stderr)
     if args.report_dir:
         print(f"report: {write_report(Path(args.report_dir), args.data_txt, results, thumbnails, args.overwrite)}")
@@ -290,7 +315,7 @@ def _strip_launch_args(argv: list[str]) -> list[str]:
 def _cmd_cache_features(args) -> int:
     from wan_core.train.features import cache_features
 
-    out = cache_features(_train_config(args), args.out, overwrite=args.overwrite)
+    out = cache_features(_train_config(args), args.out, progress=sys.stderr.isatty(), overwrite=args.overwrite)
     print(f"wrote features to {out}")
     return 0
 
@@ -307,7 +332,7 @@ def _cmd_consolidate(args) -> int:
     from wan_core.export import consolidate
 
     out = consolidate(args.source, args.target, args.iteration, args.format, args.dtype, args.max_shard_size,
-                      progress=not args.quiet, overwrite=args.overwrite)
+                      progress=_progress(args), overwrite=args.overwrite)
     print(f"consolidated into {out}")
     return 0
 
@@ -316,7 +341,7 @@ def _cmd_export(args) -> int:
     from wan_core.export import export
 
     out = export(args.source, args.base, args.target, args.source_2, args.expert, args.max_shard_size,
-                 progress=not args.quiet, overwrite=args.overwrite)
+                 progress=_progress(args), overwrite=args.overwrite)
     print(f"exported a diffusers pipeline folder to {out}")
     return 0
 
@@ -330,14 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "transformer[_2], vae, text_encoder, tokenizer, scheduler) of the variant's architecture "
                        "family at tiny size with random weights. Used by the demo and tests; nothing is downloaded.")
     p.add_argument("--variant", required=True, choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"])
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    add_output_arg(p, "out", ("--out",), "output folder")
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of the random weights")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_make_tiny_checkpoint)
 
-    p = sub.add_parser("make-demo-dataset", help="write small synthetic videos in the seed's dataset format",
+    p = sub.add_parser("make-demo-dataset", help="write small synthetic videos as a MindSpeed-MM Wan2.2 dataset (data.json + data.txt)",
                        description="Write OUT/videos/*.mp4 (moving shapes), OUT/data.json and OUT/data.txt.")
-    p.add_argument("--out", required=True)
+    add_output_arg(p, "out", ("--out",), "output folder")
     p.add_argument("--videos", type=int_range(1), default=4, help="number of clips")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_make_demo_dataset)
@@ -357,26 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
                        "MindSpeed-MM's release/mp_rank_00/model_optim_rng.pt with one torch.save (NOT memory-bounded).")
     p.add_argument("--source", required=True, help="the training save_path")
     p.add_argument("--iteration", default="latest", help="N or latest (default)")
-    p.add_argument("--target", required=True)
+    add_output_arg(p, "target", ("--target",), "output folder")
     p.add_argument("--format", default="safetensors", choices=["safetensors", "mm-pt"])
     p.add_argument("--dtype", default="keep", choices=["keep", "bf16", "fp32"])
-    p.add_argument("--max-shard-size", default="5GB")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_consolidate)
     p = sub.add_parser("export", help="mm checkpoint(s) -> a complete diffusers pipeline folder")
     p.add_argument("--source", required=True, help="mm folder of the trained transformer")
     p.add_argument("--source-2", help="mm folder of the other A14B expert (else the base's is used)")
-    p.add_argument("--expert", default="high", choices=["high", "low"], help="which expert --source is (A14B)")
+    p.add_argument("--expert", choices=["high", "low"],
+                   help="which expert --source is (A14B only; default: high)")
     p.add_argument("--base", required=True, help="the diffusers pipeline folder training started from")
-    p.add_argument("--target", required=True)
-    p.add_argument("--max-shard-size", default="5GB")
-    p.add_argument("--quiet", action="store_true")
+    add_output_arg(p, "target", ("--target",), "output folder")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("cache-features", help="encode a dataset once (VAE latents + text embeddings)")
     _add_train_args(p)
-    p.add_argument("--out", required=True)
+    add_output_arg(p, "out", ("--out",), "output folder")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_cache_features)
     p = sub.add_parser("validate-dataset", help="check a data.txt dataset list; write a report and a manifest",
@@ -384,16 +410,48 @@ def build_parser() -> argparse.ArgumentParser:
                        "frames/fps/resolution match, caption, duplicates). Exit 0: all valid; 1: some invalid "
                        "(0 with --allow-invalid); 2: data.txt unreadable.")
     p.add_argument("--data-txt", required=True)
-    p.add_argument("--report-dir")
-    p.add_argument("--manifest-out")
-    p.add_argument("--allow-invalid", action="store_true")
+    p.add_argument("--report-dir", help="folder for report.md, report.html and thumbnails/")
+    p.add_argument("--manifest-out", help="JSON file listing the valid entries (what training reads)")
+    p.add_argument("--allow-invalid", action="store_true", help="exit 0 even when some entries are invalid")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_validate_dataset)
     _add_sample_parser(sub)
 
     _add_plugin_commands(sub)
-
+    describe_commands(parser)
     return parser
+
+
+EXAMPLES = {  # shown under each command's --help; tests run them against tiny weights
+    "wan22 make-tiny-checkpoint": "wan22 make-tiny-checkpoint --variant ti2v-5b --output tiny-5b",
+    "wan22 make-demo-dataset": "wan22 make-demo-dataset --output demo-data --videos 4",
+    "wan22 convert": "wan22 convert hf-to-mm --source tiny-5b --output mm-5b",
+    "wan22 convert hf-to-mm": "wan22 convert hf-to-mm --source tiny-5b --output mm-5b",
+    "wan22 convert mm-to-hf": "wan22 convert mm-to-hf --source mm-5b/transformer --output hf-5b "
+                              "--hf-dir tiny-5b/transformer",
+    "wan22 sample": "wan22 sample --model tiny-5b --prompts prompts.txt --size 5 32 32 --steps 4 --output samples",
+    "wan22 train": "wan22 train --config docs/examples/5B/ti2v/train_tiny.yaml --set train.iters=50",
+    "wan22 consolidate": "wan22 consolidate --source save --output mm-trained",
+    "wan22 export": "wan22 export --source mm-trained --base tiny-5b --output exported",
+    "wan22 cache-features": "wan22 cache-features --config docs/examples/5B/ti2v/train_tiny.yaml --output features",
+    "wan22 validate-dataset": "wan22 validate-dataset --data-txt demo-data/data.txt --report-dir report "
+                              "--manifest-out manifest.json",
+    "mm-convert": "mm-convert WanConverter hf_to_mm --cfg.source_path tiny-5b/transformer --cfg.target_path mm-5b",
+}
+
+
+def describe_commands(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command gets a description (its one-line help when it has none) and its example."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            if not sub.description and helps.get(name):
+                sub.description = helps[name] + "."
+            describe_commands(sub)
+    if not parser.epilog and parser.prog in EXAMPLES:
+        parser.epilog = "example:\n  " + EXAMPLES[parser.prog]
 
 
 def _add_plugin_commands(sub) -> None:
@@ -422,6 +480,11 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    dest = getattr(args, "_output_dest", None)
+    if dest and getattr(args, dest) is None:
+        print(_one_paragraph(f"error: the following arguments are required: --output (see `wan22 {args.command} "
+                             "--help`)"), file=sys.stderr)
+        return 2
     args.passthrough = passthrough
     args.argv = argv  # the command line without the passthrough part (train re-launches itself with it)
     try:
@@ -432,6 +495,12 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # files and folders the user named: the path and the reason, in words
+        from wan_core.fsutil import os_reason
+
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file"
+        print(_one_paragraph(f"error: {where}: {os_reason(exc)}"), file=sys.stderr)
+        return 2
     except Exception as exc:  # an unexpected failure still gets one readable paragraph
         if os.environ.get("WAN22_DEBUG"):
             raise
@@ -467,6 +536,7 @@ def build_mm_convert_parser() -> argparse.ArgumentParser:
 
     add_overwrite_arg(parser)
     parser.set_defaults(func=call)
+    describe_commands(parser)
     return parser
 
 

@@ -163,7 +163,7 @@ def _link_or_copy_tree(src: Path, dst: Path) -> None:
                 shutil.copy2(real, d)
 
 
-def export(source: str, base: str, target: str, source_2: str | None = None, expert: str = "high",
+def export(source: str, base: str, target: str, source_2: str | None = None, expert: str | None = None,
            max_shard_size: str = "5GB", progress: bool = True, overwrite: bool = False) -> Path:
     """mm checkpoint(s) -> a complete diffusers pipeline folder: the trained transformer(s) with the
     base folder's vae, text encoder, tokenizer, scheduler and model_index.json."""
@@ -172,10 +172,12 @@ def export(source: str, base: str, target: str, source_2: str | None = None, exp
 
     base_path = Path(base)
     folder = read_model_folder(base_path)  # checks it is a complete diffusers pipeline folder
-    if expert not in ("high", "low"):
+    if expert not in (None, "high", "low"):
         raise UserError(f"--expert must be high or low, got {expert!r}")
-    if not folder.two_experts and (source_2 or expert == "low"):
-        raise UserError(f"--base {base}: a one-expert model ({folder.variant}); --source-2 / --expert low do not apply")
+    if not folder.two_experts and (source_2 or expert):
+        raise UserError(f"--base {base}: a one-expert model ({folder.variant}); --source-2 and --expert apply to "
+                        "A14B's two experts only")
+    expert = expert or "high"
     slots = {("transformer" if expert == "high" else "transformer_2"): source}
     if source_2:
         slots["transformer_2" if expert == "high" else "transformer"] = source_2

@@ -60,12 +60,14 @@ def atomic_output_dir(target: Path, command: str | None, overwrite: bool = False
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     except OSError as exc:
-        raise UserError(f"cannot write {target}: {os_reason(exc)}") from None
+        raise UserError(f"cannot write {target}: cannot create a folder in {target.parent} ({os_reason(exc)})") \
+            from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
         if command is not None:
             write_marker(tmp, command)
+        apply_umask(tmp)
         check_output_dir(target, command, overwrite)  # still true after the work (nothing appeared meanwhile)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -77,6 +79,17 @@ def atomic_output_dir(target: Path, command: str | None, overwrite: bool = False
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, target)
+
+
+def apply_umask(folder: Path) -> None:
+    """Give everything under `folder` the modes the user's umask asks for (libraries we call write some
+    files 0600 through their own temporary files)."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o666 & ~mask)
 
 
 def write_marker(folder: Path, command: str) -> None:
@@ -111,7 +124,8 @@ def atomic_output_file(target: Path, mode: str = "w"):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     except OSError as exc:
-        raise UserError(f"cannot write {target}: {os_reason(exc)}") from None
+        raise UserError(f"cannot write {target}: cannot create a file in {target.parent} ({os_reason(exc)})") \
+            from None
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, mode) as f:

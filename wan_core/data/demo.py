@@ -1,4 +1,4 @@
-"""`wan22 make-demo-dataset`: small synthetic videos of moving shapes in the seed's dataset format.
+"""`wan22 make-demo-dataset`: small synthetic videos of moving shapes in MindSpeed-MM's Wan2.2 dataset format (data.json + data.txt).
 
     OUT/videos/video0001.mp4 ...
     OUT/data.json   [{"path", "cap", "num_frames", "fps", "resolution": {"height", "width"}}, ...]

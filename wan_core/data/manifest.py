@@ -1,4 +1,4 @@
-"""The seed's dataset format and its validation (`wan22 validate-dataset`).
+"""MindSpeed-MM's Wan2.2 dataset format (data.txt listing data.json files) and its validation (`wan22 validate-dataset`).
 
 data.txt: one dataset a line, `folder,data.json` (relative paths resolve against data.txt's folder).
 data.json: a list of {"path", "cap", "num_frames", "fps", "resolution": {"height", "width"}}; `path` is
@@ -47,7 +47,7 @@ def read_data_txt(data_txt: str | Path) -> list[tuple[Path, Path, int]]:
     except FileNotFoundError:
         raise UserError(f"{data_txt}: no such data.txt") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"{data_txt}: cannot be read ({exc})") from None
+        raise UserError(f"{data_txt}: cannot be read ({_reason(exc)})") from None
     base = data_txt.absolute().parent
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -170,7 +170,8 @@ def validate_dataset(data_txt: str | Path) -> tuple[list[EntryResult], list]:
             results.append(EntryResult(name, None, str(data_json), f"{data_json} does not exist"))
             continue
         except (OSError, ValueError) as exc:
-            results.append(EntryResult(name, None, str(data_json), f"{data_json} is not valid JSON ({exc})"))
+            what = "cannot be read" if isinstance(exc, OSError) else "is not valid JSON"
+            results.append(EntryResult(name, None, str(data_json), f"{data_json} {what} ({_reason(exc)})"))
             continue
         if not isinstance(entries, list):
             results.append(EntryResult(name, None, str(data_json),
@@ -236,9 +237,10 @@ def _write_report(report_dir: Path, data_txt: str, results: list[EntryResult], t
         buf = io.BytesIO()
         im.save(buf, format="PNG")
         thumbs_md.append(f"![{name}](thumbnails/{name}.png)")
-        thumbs_html.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,'
-                           f'{base64.b64encode(buf.getvalue()).decode()}">')
-    rows = [f"| {r.dataset} | {'' if r.index is None else r.index} | {r.path or ''} | {r.reason} |" for r in bad]
+        thumbs_html.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
+                           f'{base64.b64encode(buf.getvalue()).decode()}"><figcaption>{html.escape(name)}'
+                           '</figcaption></figure>')
+    rows = [f"| {r.dataset} | {'' if r.index is None else r.index + 1} | {r.path or ''} | {r.reason} |" for r in bad]
     md = [f"# Dataset validation: {data_txt}", "", f"- entries checked: {len(results)}", f"- valid: {len(valid)}",
           f"- invalid: {len(bad)}", ""]
     if bad:
@@ -246,14 +248,25 @@ def _write_report(report_dir: Path, data_txt: str, results: list[EntryResult], t
     if thumbs_md:
         md += ["## Sample frames", "", " ".join(thumbs_md), ""]
     (report_dir / "report.md").write_text("\n".join(md))
-    table = "".join(f"<tr><td>{html.escape(r.dataset)}</td><td>{'' if r.index is None else r.index}</td>"
+    table = "".join(f"<tr><td>{html.escape(r.dataset)}</td><td>{'' if r.index is None else r.index + 1}</td>"
                     f"<td>{html.escape(r.path or '')}</td><td>{html.escape(r.reason)}</td></tr>" for r in bad)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Dataset validation</title></head><body>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Dataset validation</title><style>body{{font-family:system-ui,sans-serif}}"
+            f"figure{{display:inline-block;margin:6px;text-align:center;font-size:12px}}"
+            f"td,th{{padding:2px 8px;text-align:left}}</style></head><body>"
             f"<h3>Dataset validation</h3><p>{len(results)} entries: <b>{len(valid)} valid</b>, "
             f"<b>{len(bad)} invalid</b></p>"
             + (f"<table border=1 cellpadding=3><tr><th>dataset</th><th>entry</th><th>file</th><th>reason</th></tr>"
-               f"{table}</table>" if bad else "") + "<p>" + " ".join(thumbs_html) + "</p></body></html>\n")
+               f"{table}</table>" if bad else "") + "<div>" + " ".join(thumbs_html) + "</div></body></html>\n")
     (report_dir / "report.html").write_text(page)
+
+
+def _reason(exc: Exception) -> str:
+    """An error as words: OS errors without errno codes."""
+    if isinstance(exc, OSError):
+        from wan_core.fsutil import os_reason
+
+        return os_reason(exc)
+    return str(exc)
 
 
 def load_manifest(path: str | Path) -> list[dict]:
@@ -261,7 +274,7 @@ def load_manifest(path: str | Path) -> list[dict]:
     try:
         entries = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise UserError(f"data.manifest {path}: cannot read ({exc})") from None
+        raise UserError(f"data.manifest {path}: cannot read ({_reason(exc)})") from None
     if not isinstance(entries, list) or not entries:
         raise UserError(f"data.manifest {path}: expected a non-empty JSON list of entries")
     for i, e in enumerate(entries):

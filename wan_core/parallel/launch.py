@@ -1,6 +1,6 @@
 """Starting `torchrun` for `wan22 train --nproc N` (and on Kubernetes pods from their launcher's variables).
 
-The seed's knobs map: NPUS_PER_NODE -> --nproc, NNODES -> --nnodes; one node uses `--standalone`
+MindSpeed-MM's guide's knobs map: NPUS_PER_NODE -> --nproc, NNODES -> --nnodes; one node uses `--standalone`
 (a free rendezvous port; `--master_port=0` hangs).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def torchrun_command(argv: list[str], nproc: int, nnodes: int = 1, node_rank: in
 def launch_plan(nproc: int | None, nnodes: int | None, node_rank: int | None, rdzv_endpoint: str | None,
                 env=None) -> tuple[int, int, int, str | None] | None:
     """(nproc, nnodes, node_rank, endpoint) to start torchrun with, or None to train in this process.
-    Command-line values win; then the pod's launcher variables; then the seed's NPUS_PER_NODE / NNODES."""
+    Command-line values win; then the pod's launcher variables; then the MindSpeed-MM guide's NPUS_PER_NODE / NNODES."""
     env = os.environ if env is None else env
     if process_env(env) is not None:  # already under torchrun
         return None

@@ -60,11 +60,14 @@ def write_preview(output: Path, records: list[dict], previews: dict[int, str], t
     for r in sorted(records, key=lambda r: r["index"]):
         img = previews.get(r["index"], "")
         cards.append(
-            f'<figure><img src="{img}" alt="sample {r["index"]:04d}"><figcaption><b>{r["index"]:04d}</b> '
-            f'seed {r["seed"]}<br>{html.escape(r["prompt"])}</figcaption></figure>')
+            f'<figure><img src="{img}" alt="sample {r["index"]:04d}"><figcaption><b>{html.escape(r["prompt"])}'
+            f'</b><br>seed {r["seed"]} · <a href="{html.escape(r["video"], quote=True)}">{html.escape(r["video"])}</a>'
+            '</figcaption></figure>')
+    # the clips are upscaled without smoothing: tiny samples stay readable pixels, not blur
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
-            "body{font-family:sans-serif}figure{display:inline-block;width:200px;margin:6px;vertical-align:top}"
-            "img{max-width:190px;image-rendering:pixelated}figcaption{font-size:12px}</style></head><body><h3>"
+            "body{font-family:system-ui,sans-serif}figure{display:inline-block;width:200px;margin:6px;"
+            "vertical-align:top}img{width:192px;image-rendering:pixelated;background:#000}figcaption{font-size:12px}"
+            "</style></head><body><h3>"
             + html.escape(title) + "</h3>" + "".join(cards) + "</body></html>\n")
     path = output / "preview.html"
     with atomic_output_file(path) as f:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from wan_core.config_fields import get_field, get_int_list
 from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir, check_output_dir
 from wan_core.sample.variants import WAN_NEGATIVE_PROMPT, read_model_folder
@@ -81,6 +82,9 @@ def from_mindspeed_config(path: str) -> SampleJob:
     except (OSError, ValueError) as exc:
         raise UserError(f"--config {path}: cannot read JSON ({exc})") from None
     base = Path(path).absolute().parent
+    if not isinstance(cfg, dict):
+        raise UserError(f"--config {path}: expected a JSON object at the top level")
+    src = f"--config {path}"
 
     def resolve(p):
         if p is None:
@@ -88,30 +92,31 @@ def from_mindspeed_config(path: str) -> SampleJob:
         cand = base / p
         return str(cand if cand.exists() or not Path(p).exists() else Path(p))
 
-    model = cfg.get("from_pretrained")
+    model = get_field(cfg, "from_pretrained", str, src)
     if model is None:
         for key in ("tokenizer", "text_encoder", "ae"):
-            sub = (cfg.get(key) or {}).get("from_pretrained")
+            sub = get_field(cfg, f"{key}.from_pretrained", str, src)
             if sub:
                 model = str(Path(resolve(sub)).parent)
                 break
-    if model is None or not cfg.get("prompt") or not cfg.get("save_path"):
+    if model is None or not get_field(cfg, "prompt", str, src) or not get_field(cfg, "save_path", str, src):
         raise UserError(f"--config {path}: needs from_pretrained (or ae/tokenizer/text_encoder.from_pretrained), "
                         "prompt (a prompts file) and save_path")
-    pipeline = cfg.get("pipeline_config") or {}
-    size = pipeline.get("input_size") or cfg.get("input_size")
-    diffusion = cfg.get("diffusion") or {}
-    guidance = diffusion.get("guidance_scale")
-    predictor = (cfg.get("predictor") or {}).get("from_pretrained")
+    size = get_int_list(cfg, "pipeline_config.input_size", 3, src) or get_int_list(cfg, "input_size", 3, src)
+    guidance = get_field(cfg, "diffusion.guidance_scale", (float, list), src)
+    if isinstance(guidance, list) and not all(isinstance(g, (int, float)) for g in guidance):
+        raise UserError(f"{src}: diffusion.guidance_scale must be a number or a list of numbers, got {guidance!r}")
+    predictor = get_field(cfg, "predictor.from_pretrained", str, src)
     return SampleJob(
         model=resolve(model), prompts=resolve(cfg["prompt"]), output=resolve(cfg["save_path"]),
         images=resolve(cfg.get("image")), size=tuple(size) if size else None,
-        steps=diffusion.get("num_inference_steps"),
+        steps=get_field(cfg, "diffusion.num_inference_steps", int, src),
         guidance=None if guidance is None else [float(g) for g in (guidance if isinstance(guidance, list) else [guidance])],
-        flow_shift=diffusion.get("flow_shift"), dtype=cfg.get("dtype"), fps=cfg.get("fps"),
-        transformer=resolve(predictor), transformer_2=resolve(cfg.get("low_noise_predictor")),
-        seed=int(cfg.get("seed", 0)), negative_prompt=cfg.get("negative_prompt"),
-        offload_inactive_expert=bool(pipeline.get("cpu_offload", False)))
+        flow_shift=get_field(cfg, "diffusion.flow_shift", float, src), dtype=get_field(cfg, "dtype", str, src),
+        fps=get_field(cfg, "fps", int, src), transformer=resolve(predictor),
+        transformer_2=resolve(get_field(cfg, "low_noise_predictor", str, src)),
+        seed=get_field(cfg, "seed", int, src, 0), negative_prompt=get_field(cfg, "negative_prompt", str, src),
+        offload_inactive_expert=get_field(cfg, "pipeline_config.cpu_offload", bool, src, False))
 
 
 def _worker_device(rank: int):

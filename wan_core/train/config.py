@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from wan_core.config_fields import get_field
 from wan_core.errors import UserError
 from wan_core.model.config import VARIANTS
 
@@ -153,7 +154,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             node[parts[-1]] = value
+        if key.strip() in PATH_KEYS and isinstance(node[parts[-1]], str):
+            # a path typed on the command line is relative to the working directory, not to the config file
+            node[parts[-1]] = _absolute(node[parts[-1]])
     return raw
+
+
+PATH_KEYS = {"model.from_pretrained", "save_path", "load_path", "data.data_txt", "data.manifest", "data.features"}
+
+
+def _absolute(path: str) -> str:
+    return path if not path or "://" in path else str(Path(path).absolute())
 
 
 def _resolve_paths(cfg: TrainConfig, base: Path) -> None:
@@ -245,25 +256,25 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 # -- MindSpeed-MM's files ---------------------------------------------------------------------------
 def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Map MindSpeed-MM's dataset config + pretrain_model*.json onto a TrainConfig (save_path and
-    train.* come from --set, as the seed's shell scripts pass them)."""
+    train.* come from --set, as MindSpeed-MM's shell scripts pass them)."""
     data_raw, model_raw = read_config_file(data_json), read_config_file(model_json)
     base = Path(data_json).absolute().parent
-    try:
-        dp = data_raw["dataset_param"]
-        basic, pre = dp.get("basic_parameters", {}), dp.get("preprocess_parameters", {})
-        predictor = model_raw["predictor"]
-    except (KeyError, TypeError):
-        raise UserError(f"{data_json} / {model_json}: expected MindSpeed-MM's dataset_param and predictor sections") \
-            from None
-    in_dim = predictor.get("in_dim")
+    dp = get_field(data_raw, "dataset_param", dict, data_json)
+    predictor = get_field(model_raw, "predictor", dict, model_json)
+    if dp is None or predictor is None:
+        raise UserError(f"{data_json} / {model_json}: expected MindSpeed-MM's dataset_param and predictor sections")
+    basic = get_field(dp, "basic_parameters", dict, f"{data_json}: dataset_param", {})
+    pre = get_field(dp, "preprocess_parameters", dict, f"{data_json}: dataset_param", {})
+    in_dim = get_field(predictor, "in_dim", int, f"{model_json}: predictor")
     variant = {48: "ti2v-5b", 36: "i2v-a14b", 16: "t2v-a14b"}.get(in_dim)
     if variant is None:
         raise UserError(f"{model_json}: predictor.in_dim {in_dim} is not a Wan2.2 variant (48, 16 or 36)")
-    pretrained = (model_raw.get("ae") or {}).get("from_pretrained") or (
-        data_raw.get("tokenizer_config") or dp.get("tokenizer_config") or {}).get("from_pretrained")
+    pretrained = (get_field(model_raw, "ae.from_pretrained", str, model_json)
+                  or get_field(data_raw, "tokenizer_config.from_pretrained", str, data_json)
+                  or get_field(dp, "tokenizer_config.from_pretrained", str, f"{data_json}: dataset_param"))
     if not pretrained:
         raise UserError(f"{model_json}: no ae.from_pretrained to find the diffusers folder")
-    diffusion = model_raw.get("diffusion", {})
+    diffusion = get_field(model_raw, "diffusion", dict, model_json, {})
     expert = None
     if variant != "ti2v-5b":
         expert = "high" if float(diffusion.get("min_timestep_boundary", 0)) == 0.0 else "low"
@@ -273,9 +284,11 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
                                                                          predictor.get("model_type"))
     raw = {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": variant, "task": task,
                      "expert": expert},
-           "data": {"data_txt": basic.get("data_path"), "num_frames": pre.get("num_frames", 49),
-                    "height": pre.get("max_height", 480), "width": pre.get("max_width", 832),
-                    "fps": float(pre.get("train_fps", 16))},
+           "data": {"data_txt": get_field(basic, "data_path", str, f"{data_json}: basic_parameters"),
+                    "num_frames": get_field(pre, "num_frames", int, f"{data_json}: preprocess_parameters", 49),
+                    "height": get_field(pre, "max_height", int, f"{data_json}: preprocess_parameters", 480),
+                    "width": get_field(pre, "max_width", int, f"{data_json}: preprocess_parameters", 832),
+                    "fps": float(get_field(pre, "train_fps", float, f"{data_json}: preprocess_parameters", 16))},
            "save_path": "save"}
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, base)

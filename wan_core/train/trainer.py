@@ -309,7 +309,9 @@ class Trainer:
         state = self.checkpoints.load(step, self.model, self.optimizer)
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.step = state["step"]
-        log.info("resumed from %s at step %d", self.save_path, self.step)
+        if int(os.environ.get("RANK", "0")) == 0:  # a person should know a run continued, and from where
+            print(f"resumed from {self.save_path} at step {self.step} (iter_{self.step:07d})", file=sys.stderr,
+                  flush=True)
 
     def truncate_metrics(self) -> None:
         """After a resume, drop metrics lines past the restored step so each step appears once."""

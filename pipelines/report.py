@@ -1,0 +1,167 @@
+"""The HTML report of a local pipeline run (runs/<timestamp>/report.html): the steps in DAG order with
+their times and key settings, the validation summary, loss curves with axes, the exported folder, and
+the samples as playing videos with their prompts and seeds. Links are relative to the run folder, so
+the folder can be moved or served as it is."""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222;line-height:1.4}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+.note{background:#fff6d6;border:1px solid #e6c200;padding:8px 12px;border-radius:4px}
+table.settings td{padding:2px 14px 2px 0}table.settings td:first-child{color:#666}
+.time{color:#666;font-weight:normal;font-size:14px}
+figure{display:inline-block;margin:8px;vertical-align:top;width:260px}
+figure video,figure img{width:256px;image-rendering:pixelated;background:#000}
+figcaption{font-size:13px}.thumbs figure{width:130px}.thumbs img{width:128px}
+code{background:#f3f3f3;padding:0 3px}
+"""
+
+# kfp.local's task names, per report section (A14B adds -2, -3, ... to the names of its second branch)
+SECTIONS = [("validate-dataset", "1. Validate the dataset"), ("convert-weights", "2. Convert the base weights"),
+            ("pretrain", "3. Train"), ("consolidate", "4. Consolidate the checkpoints"),
+            ("export-pipeline", "5. Export a diffusers pipeline"), ("batch-sample", "6. Sample videos")]
+
+
+def write_run_report(run_dir: Path, settings: dict, timings: dict[str, float], seconds: float) -> Path:
+    work = run_dir / "work"
+    link = _linker(run_dir)
+    parts = [f"<h1>wan22-full · {_e(settings['variant'])} · local run</h1>",
+             f"<p>{seconds:.0f} s on this machine · run folder <code>{_e(run_dir)}</code> · "
+             f"{link(run_dir / 'pipeline.log', 'full log')}</p>"]
+    if settings.get("tiny"):
+        parts.append("<p class='note'><b>Tiny random weights.</b> This run used a checkpoint made by "
+                     "<code>wan22 make-tiny-checkpoint</code> (random weights, a few layers) and a synthetic dataset, "
+                     "to exercise every step in minutes. The samples are noise by design; the loss curve shows that "
+                     "training runs, not that it learns a useful model.</p>")
+    parts.append("<table class='settings'>" + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
+                                                     for k, v in settings.items() if k != "tiny") + "</table>")
+    for key, title in SECTIONS:
+        spent = sum(t for name, t in timings.items() if name == key or name.startswith(key + "-"))
+        parts.append(f"<h2>{title} <span class='time'>{spent:.1f} s</span></h2>" if spent else f"<h2>{title}</h2>")
+        parts.append(SECTION_BODIES[key](work, link))
+    report = run_dir / "report.html"
+    report.write_text("<!doctype html><html><head><meta charset='utf-8'><title>wan22 run: "
+                      f"{_e(settings['variant'])}</title><style>{STYLE}</style></head><body>"
+                      + "".join(parts) + "</body></html>\n")
+    return report
+
+
+def _validation(work: Path, link) -> str:
+    folder = work / "validation-report"
+    manifest = work / "manifest.json"
+    if not (folder / "report.md").is_file():
+        return "<p>not run</p>"
+    lines = (folder / "report.md").read_text().splitlines()
+    counts = [x[2:] for x in lines if x.startswith("- ")]
+    thumbs = sorted((folder / "thumbnails").glob("*.png"))
+    figures = "".join(f"<figure><img src='{link.href(t)}' alt='{_e(t.stem)}'><figcaption>{_e(t.stem)}</figcaption>"
+                      "</figure>" for t in thumbs)
+    return (f"<p>{_e(', '.join(counts))} · {link(folder / 'report.html', 'validation report')} · "
+            f"{link(manifest, 'manifest of valid entries')}</p><div class='thumbs'>{figures}</div>")
+
+
+def _conversion(work: Path, link) -> str:
+    base = work / "base-mm"
+    if not base.is_dir():
+        return "<p>not run</p>"
+    slots = sorted(p.name for p in base.iterdir() if p.is_dir())
+    return f"<p>mm layout of the base model: {', '.join(link(base / s, s) for s in slots)}</p>"
+
+
+def _training(work: Path, link) -> str:
+    from wan_core.pipeline_steps import loss_curve_svg, read_metrics
+
+    out = []
+    for metrics in sorted(work.glob("train-*/metrics.jsonl")):
+        folder = metrics.parent
+        rows = read_metrics(metrics)
+        if not rows:
+            continue
+        last = rows[-1]
+        name = folder.name.removeprefix("train-")
+        expert = {"dit": "the DiT", "high": "high-noise expert", "low": "low-noise expert"}.get(name, name)
+        checkpoints = sorted(p.name for p in folder.glob("iter_*"))
+        out.append(f"<h3>{_e(expert)}</h3>{loss_curve_svg(rows)}<p>step {last['step']}: loss {last['loss']:.4f}, "
+                   f"lr {last['lr']:.1e}, grad norm {last['grad_norm']:.3f} · checkpoints "
+                   f"{', '.join(link(folder / c, c) for c in checkpoints)} · {link(folder / 'tensorboard', 'TensorBoard logs')}"
+                   f" · {link(metrics, 'metrics.jsonl')} · {link(folder / 'train.yaml', 'config')}</p>")
+    return "".join(out) or "<p>not run</p>"
+
+
+def _consolidation(work: Path, link) -> str:
+    folders = sorted(work.glob("mm-*"))
+    return f"<p>{', '.join(link(f, f.name) for f in folders)}</p>" if folders else "<p>not run</p>"
+
+
+def _export(work: Path, link) -> str:
+    exported = work / "exported"
+    if not exported.is_dir():
+        return "<p>not run</p>"
+    parts = ", ".join(sorted(p.name for p in exported.iterdir() if not p.name.startswith(".")))
+    return f"<p>{link(exported, 'exported/')} ({_e(parts)}): loads with diffusers' <code>WanPipeline.from_pretrained</code></p>"
+
+
+def _samples(work: Path, link) -> str:
+    samples = work / "samples"
+    index_path = samples / "samples.json"
+    if not index_path.is_file():
+        return "<p>not run</p>"
+    index = json.loads(index_path.read_text())
+    figures = []
+    for s in index["samples"]:
+        video = samples / s["video"]
+        media = (f"<video src='{link.href(video)}' autoplay loop muted playsinline controls></video>"
+                 if _browser_playable(video) else f"<img src='{_gif(video)}' alt='{_e(s['video'])}'>")
+        figures.append(f"<figure>{media}<figcaption><b>{_e(s['prompt'])}</b><br>seed {s['seed']} · "
+                       f"{link(video, s['video'])}</figcaption></figure>")
+    st = index.get("settings", {})
+    size = "×".join(map(str, st.get("size", [])))
+    return (f"<p>{len(figures)} videos · frames×height×width {size} · {st.get('steps')} steps · guidance "
+            f"{st.get('guidance')} · {link(samples / 'preview.html', 'preview')} · {link(index_path, 'samples.json')}"
+            f"</p>{''.join(figures)}")
+
+
+SECTION_BODIES = {"validate-dataset": _validation, "convert-weights": _conversion, "pretrain": _training,
+                  "consolidate": _consolidation, "export-pipeline": _export, "batch-sample": _samples}
+
+
+def _browser_playable(video: Path) -> bool:
+    """H.264 in mp4 plays in every browser; other codecs (MPEG-4 Part 2) get an inline GIF instead."""
+    import av
+
+    try:
+        with av.open(str(video)) as container:
+            return container.streams.video[0].codec_context.name == "h264"
+    except Exception:
+        return False
+
+
+def _gif(video: Path) -> str:
+    from wan_core.data.video import read_frames
+    from wan_core.sample.outputs import gif_data_uri
+
+    return gif_data_uri(read_frames(video).astype("float32") / 255.0)
+
+
+class _linker:
+    """Relative links from the report (in the run folder) to files inside it."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def href(self, path: Path) -> str:
+        return html.escape(os.path.relpath(path, self.run_dir), quote=True)
+
+    def __call__(self, path: Path, text: str) -> str:
+        if not Path(path).exists():
+            return _e(text)
+        return f"<a href='{self.href(path)}'>{_e(text)}</a>"
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
