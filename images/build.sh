@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 source_digest() {  # what the Dockerfiles COPY, so a stale image can be told from a current one
   find pyproject.toml README.md wan_core components pipelines images -type f \( -name '*.py' -o -name '*.toml' \
-    -o -name '*.md' -o -name 'Dockerfile' \) -not -name 'test_*' -not -path '*/__pycache__/*' -print0 |
+    -o -name '*.md' -o -name 'Dockerfile' -o -name 'install.sh' \) -not -name 'test_*' -not -path '*/__pycache__/*' -print0 |
     sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 if [ "${1:-}" = --digest ]; then source_digest; exit 0; fi

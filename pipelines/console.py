@@ -69,10 +69,9 @@ class StepConsole:
             self.timings[step] = seconds
             if status == "SUCCESS":
                 self._show(f"[wan22] {step}: done in {seconds:.1f} s")
+                self.step = None
             else:
-                self.failed = (step, self.cause())
-                self._show(f"[wan22] {step}: failed after {seconds:.1f} s")
-            self.step = None
+                self.step_failed()
             return
         if self.step is not None:
             self.step_lines.append(text)
@@ -80,6 +79,16 @@ class StepConsole:
             self.out.write(line + "\n")
         elif self.step is not None and PROGRESS.match(text):
             self.out.write(f"    {text}\n")
+
+    def step_failed(self) -> tuple[str, str] | None:
+        """Mark the step that is running as failed (kfp.local raises rather than logs a failure); returns
+        (step, its cause), or None when no step was running."""
+        if self.step is None:
+            return self.failed
+        self.failed = (self.step, self.cause())
+        self._show(f"[wan22] {self.step}: failed after {time.monotonic() - self.started:.1f} s")
+        self.step = None
+        return self.failed
 
     def _show(self, text: str) -> None:
         self.out.write(text + "\n")

@@ -84,10 +84,10 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
                       prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp,
                       size=size, cp_algo=cp_algo, ulysses_degree=ulysses_degree)
         except RuntimeError:
-            if console.failed is None:
+            if console.step_failed() is None:
                 raise
-            step, cause = console.failed
     if console.failed is not None:
+        step, cause = console.failed
         raise UserError(f"step {step} failed: {cause} (its full output is in {log_path})")
     settings = {"variant": variant, "steps ran": how,
                 "training": f"{iters} steps, {nproc} processes, {layout}", "clip size": f"9 frames of {size}×{size}",

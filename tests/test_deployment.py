@@ -210,6 +210,34 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
         assert job_size(launcher, body) == (deployment.nnodes, deployment.devices_per_node)
 
 
+def test_usp_runs_from_the_pipeline(tmp_path, monkeypatch, artifact, tiny_checkpoints, demo_dataset):
+    """The local-training pretrain task of the compiled wan22-full, run with cp_algo=usp and a Ulysses
+    degree as run arguments, trains with that layout (4 processes: Ulysses 2 x Ring 2). Its losses equal
+    one process's: tests/test_parallel.py."""
+    from components.pretrain import pretrain
+    from pipelines.cli import compile_all
+    from wan_core.data.manifest import validate_dataset
+
+    compile_all(tmp_path / "compiled", Deployment())
+    spec, platform = load(tmp_path / "compiled" / "wan22-full.yaml")
+    placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    arguments = {"launcher": "local", "cp": 4, "cp_algo": "usp", "ulysses_degree": 2, "devices_per_node": 4,
+                 "iters": 2, "save_interval": 2, "num_frames": 9, "height": 32, "width": 32, "dtype": "fp32",
+                 "base_model": str(tiny_checkpoints["ti2v-5b"])}
+    (task, comp, inputs, _), = [t for t in resolve_tasks(spec, arguments)
+                                if t[0] == "pretrain" and "nodeSelector" in placed[t[1]["executorLabel"]]]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps([r.entry for r in validate_dataset(demo_dataset / "data.txt")[0]]))
+    types = {k: p["parameterType"] for k, p in comp["inputDefinitions"]["parameters"].items()}
+    args = {k: int(v) if types[k] == "NUMBER_INTEGER" else v for k, v in inputs.items() if k in types}
+    args.update(manifest=str(manifest), load_path="", workdir=str(tmp_path / "work"), run_id="run-usp")
+    metrics = artifact("m")
+    save = pretrain.python_func(**args, curve=artifact("c.html"), metrics=metrics)
+    resolved = json.loads((Path(save) / "config.resolved.json").read_text())["parallel"]
+    assert (resolved["cp"], resolved["cp_algo"], resolved["ulysses_degree"]) == (4, "usp", 2)
+    assert metrics.metrics["steps"] == 2
+
+
 def job_pods(kind, body):
     """What each kind's pods get, read from the manifest in that kind's own layout."""
     if kind == "trainjob":

@@ -113,12 +113,17 @@ def test_images_are_pinned_and_non_root():
         assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
         assert ":" in base and not base.endswith(":latest"), base
         assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/\S+$", text, re.M)
-        assert f'--index-url "${{TORCH_INDEX_URL}}" torch=={torch_pin}' in text
-        assert re.search(r"^USER 1000$", text, re.M) and "useradd" in text and "pip check" in text
+        assert re.search(r'^RUN sh /opt/wan22/install.sh base "\$\{TORCH_INDEX_URL\}"', text, re.M)
+        assert re.search(r"^USER 1000$", text, re.M)
+        steps = re.findall(r"install.sh (base|deps|project)", text)
+        assert steps == ["base", "deps", "project"], steps  # dependencies in a layer before the source
         assert "ENTRYPOINT" not in text  # KFP and Jobs replace the command; ENV carries the environment
         assert re.search(r'^CMD \["wan22", "--help"\]$', text, re.M)
         if kind == "cuda":
             assert f"pytorch:{torch_pin}-" in base
+    install = (ROOT / "images" / "install.sh").read_text()
+    assert f"TORCH_PIN={torch_pin} " in install and '--index-url "$2" "torch==$TORCH_PIN"' in install
+    assert "useradd --create-home --uid 1000" in install and "pip check" in install
     npu = (ROOT / "images" / "npu" / "Dockerfile").read_text()
     assert f"torch_npu=={npu_pin}" in npu and "RUN python3 /opt/wan22/check_ascend_env.py" in npu
     env_lines = " ".join(line.strip(" \\") for line in npu.splitlines())
@@ -144,7 +149,7 @@ def test_ascend_env_check_finds_what_set_env_adds(tmp_path):
 
 
 LAYOUTS = {"ti2v-5b": ["--nproc", "2", "--cp", "2"],  # what make demo runs: FSDP2 + Ulysses CP=2
-           "t2v-a14b": ["--nproc", "4", "--cp", "4", "--cp-algo", "usp", "--ulysses-degree", "2"]}  # USP 2x2
+           "t2v-a14b": ["--nproc", "2", "--cp", "2", "--cp-algo", "ring"]}  # USP: tests/test_deployment.py
 
 
 @pytest.fixture(scope="module", params=["ti2v-5b", "t2v-a14b"])
@@ -159,8 +164,8 @@ def local_run(request, tmp_path_factory):
 
 
 def test_local_pipeline_run(local_run):
-    """FSDP2 + context-parallel training (USP from the pipeline's parameters for A14B), mp4s and a report
-    at the end; quiet output."""
+    """FSDP2 + context-parallel training (Ulysses, and Ring from the pipeline's parameters for A14B), mp4s
+    and a report at the end; quiet output."""
     variant, tmp_path, stdout = local_run
     work = tmp_path / "work"
     experts = ["train-dit"] if variant == "ti2v-5b" else ["train-high", "train-low"]
@@ -171,8 +176,7 @@ def test_local_pipeline_run(local_run):
         if variant == "ti2v-5b":
             assert config["parallel"]["cp"] == 2 and config["parallel"]["cp_algo"] == "ulysses"
         else:
-            assert (config["parallel"]["cp"], config["parallel"]["cp_algo"], config["parallel"]["ulysses_degree"]) \
-                == (4, "usp", 2)
+            assert config["parallel"]["cp"] == 2 and config["parallel"]["cp_algo"] == "ring"
     assert sorted(p.name for p in (work / "samples").glob("*.mp4")) == ["0000.mp4", "0001.mp4"]
     assert (work / "exported" / "model_index.json").is_file()
     check_report(tmp_path, variant, len(experts))
