@@ -79,7 +79,7 @@ def deployment_from_args(args):
 
 
 def add_deployment_args(p, profile: str = "cpu", devices_per_node: int = 0) -> None:
-    from wan_core.device import IMAGES
+    from wan_core.k8s.profiles import IMAGES
 
     g = p.add_argument_group("deployment (where the pods run)")
     g.add_argument("--profile", default=profile, choices=["npu", "cuda", "cpu"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kfp import kubernetes
 
-from wan_core.device import profile_env
+from wan_core.k8s.profiles import profile_env
 from wan_core.k8s.deployment import DATA_MOUNT, STORAGE_SECRET_KEYS, Deployment
 
 

@@ -296,8 +296,9 @@ def run_cli(capsys):
 def test_cli_manifests_validate(profile, run_cli):
     common = ["--profile", profile, "--image", "reg.example/wan22:1", "--namespace", "ml", "--image-pull-secret",
               "regcred", "--storage-secret", "s3", "--node-selector", "pool=a", "--devices-per-node", "2"]
-    for step in ("validate-dataset", "train", "sample"):
-        (job,) = run_cli("k8s", "job", step, *common, "--", "--help")
+    for step, args in (("validate-dataset", ["--data-txt", "/data/d/data.txt"]), ("train", ["--config", "/data/t.yaml"]),
+                       ("sample", ["--model", "/data/m", "--prompts", "/data/p.txt", "--output", "/data/o"])):
+        (job,) = run_cli("k8s", "job", step, *common, "--", *args)
         assert_valid(job, f"k8s job {step}")
         assert job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "a"}
     for launcher in ("trainjob", "pytorchjob", "volcano"):

@@ -40,7 +40,7 @@ def test_rope_matches_complex_reference_and_is_interleaved():
 
 
 def test_rope_table_angles_follow_the_formula():
-    """Token (f, h, w) gets angle pos * 10000^(-2j/D_axis) on each axis (reference §3.2)."""
+    """Token (f, h, w) gets angle pos * 10000^(-2j/D_axis) on each axis (Wan's 3D RoPE, as diffusers computes it)."""
     axes = (44, 42, 42)
     cos, sin, _ = rope_tables((2, 3, 4), axes)
     f, h, w = 1, 2, 3

@@ -81,10 +81,20 @@ def deserialize(manifest, kind):
     return client.ApiClient()._ApiClient__deserialize(manifest, kind)
 
 
+STEP_ARGS = {  # each step's own arguments, as a user would give them (they are parsed before printing)
+    "validate-dataset": ["--data-txt", "/data/d/data.txt", "--manifest-out", "/data/manifest.json"],
+    "convert": ["hf-to-mm", "--source", "/data/base", "--output", "/data/base-mm"],
+    "train": ["--config", "/data/train.yaml"],
+    "consolidate": ["--source", "/data/save", "--output", "/data/mm"],
+    "export": ["--source", "/data/mm", "--base", "/data/base", "--output", "/data/exported"],
+    "sample": ["--model", "/data/exported", "--prompts", "/data/p.txt", "--output", "/data/out"],
+}
+
+
 @pytest.mark.parametrize("step", ["validate-dataset", "convert", "train", "consolidate", "export", "sample"])
 def test_kubectl_job_manifests(step):
     r = subprocess.run([sys.executable, "-m", "wan_core", "k8s", "job", step, "--profile", "cuda", "--devices-per-node", "4",
-                        "--namespace", "ml", "--image-pull-secret", "regcred", "--", "--help"],
+                        "--namespace", "ml", "--image-pull-secret", "regcred", "--", *STEP_ARGS[step]],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     manifest = yaml.safe_load(r.stdout)
@@ -92,7 +102,7 @@ def test_kubectl_job_manifests(step):
     assert job.api_version == "batch/v1" and job.kind == "Job" and job.metadata.namespace == "ml"
     pod = job.spec.template.spec
     c = pod.containers[0]
-    assert c.command == ["wan22", step, "--help"] and c.resources.limits == {"nvidia.com/gpu": "4"}
+    assert c.command == ["wan22", step, *STEP_ARGS[step]] and c.resources.limits == {"nvidia.com/gpu": "4"}
     assert c.security_context.run_as_non_root and pod.restart_policy == "Never" and job.spec.backoff_limit == 0
     assert {v.name for v in pod.volumes} == {"dshm", "data"} and pod.image_pull_secrets[0].name == "regcred"
     assert any(t.key == "nvidia.com/gpu" for t in pod.tolerations)
@@ -102,7 +112,7 @@ def test_images_are_pinned_and_non_root():
     """What images/build.sh and make e2e cannot show here (the cuda and npu bases cannot be pulled):
     base image and torch index are build arguments with pinned public defaults, the user is not root,
     the pins match pyproject.toml, and no entrypoint stands between KFP's command and the environment."""
-    from wan_core.device import NPU_ENV_DEFAULTS
+    from wan_core.k8s.profiles import NPU_ENV_DEFAULTS
 
     pyproject = (ROOT / "pyproject.toml").read_text()
     torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)

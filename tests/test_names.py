@@ -1,4 +1,4 @@
-"""The name maps against independent re-statements of the reference converters (reference §2.3, §2.4)."""
+"""The name maps against independent re-statements of the reference converters (diffusers' and MindSpeed-MM's converters)."""
 import pytest
 import torch
 from diffusers import WanTransformer3DModel

@@ -11,7 +11,7 @@ EXPECTED = {"ti2v-5b": 4_999_787_712, "t2v-a14b": 14_288_491_584, "i2v-a14b": 14
 
 
 def formula(cfg: WanConfig) -> int:
-    """Reference §1.1 breakdown, written independently of both implementations."""
+    """The parameter breakdown of the Wan2.2 configs, written independently of both implementations."""
     c, f, ci, co = cfg.dim, cfg.ffn_dim, cfg.in_channels, cfg.out_channels
     block = 8 * (c * c + c) + 4 * c + 2 * c + 2 * c * f + f + c + 6 * c
     embeddings = (ci * c * 4 + c) + (4096 * c + c + c * c + c) + (256 * c + c + c * c + c) + (6 * c * c + 6 * c)

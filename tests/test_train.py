@@ -21,7 +21,7 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "mindspee
 
 def test_schedule_tables_follow_the_reference_formulas():
     sigmas, timesteps, weights = objective.schedule()
-    # independent computation in numpy, straight from reference §7
+    # independent computation in numpy, straight from the flow-matching formulas
     i = np.arange(1000)
     s = 1 - i / 1000
     sig = 5 * s / (1 + 4 * s)

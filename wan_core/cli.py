@@ -12,7 +12,7 @@ from pathlib import Path
 import sys
 import textwrap
 
-from wan_core.errors import UserError
+from wan_core.errors import UserError, one_paragraph
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -48,7 +48,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         """A bad argument: one paragraph naming it (argparse's own prints the usage block first)."""
-        print(_one_paragraph(f"error: {message} (see `{self.prog} --help`)"), file=sys.stderr)
+        print(one_paragraph(f"error: {message} (see `{self.prog} --help`)"), file=sys.stderr)
         sys.exit(2)
 
 
@@ -226,15 +226,11 @@ def _add_sample_parser(sub) -> None:
 
 
 def _cmd_validate_dataset(args) -> int:
-    import json as _json
-
-    from wan_core.data.manifest import validate_dataset, write_report
-    from wan_core.fsutil import atomic_output_file
-
+    from wan_core.data.manifest import validate_dataset, write_manifest, write_report
     try:
         results, thumbnails = validate_dataset(args.data_txt)
-    except UserError as exc:  # data.txt itself unreadable: exit 2 (PRODUCT.md §3.4)
-        print(_one_paragraph(f"error: {exc}"), file=sys.stderr)
+    except UserError as exc:  # data.txt itself unreadable: exit 2 (1 means some entries are invalid)
+        print(one_paragraph(f"error: {exc}"), file=sys.stderr)
         return 2
     valid = [r.entry for r in results if r.reason is None]
     bad = [r for r in results if r.reason is not None]
@@ -244,9 +240,7 @@ def _cmd_validate_dataset(args) -> int:
     if args.report_dir:
         print(f"report: {write_report(Path(args.report_dir), args.data_txt, results, thumbnails, args.overwrite)}")
     if args.manifest_out:
-        with atomic_output_file(Path(args.manifest_out)) as f:
-            _json.dump(valid, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+        write_manifest(args.manifest_out, valid)
     print(f"{len(results)} entries: {len(valid)} valid, {len(bad)} invalid")
     return 1 if bad and not args.allow_invalid else 0
 
@@ -466,10 +460,6 @@ def _add_plugin_commands(sub) -> None:
             continue
 
 
-def _one_paragraph(message: str) -> str:
-    return textwrap.fill(" ".join(str(message).split()), width=100)
-
-
 def run(argv, parser: argparse.ArgumentParser) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not sys.stderr.isatty():  # progress bars of the libraries we call only on a terminal
@@ -482,7 +472,7 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
     args = parser.parse_args(argv)
     dest = getattr(args, "_output_dest", None)
     if dest and getattr(args, dest) is None:
-        print(_one_paragraph(f"error: the following arguments are required: --output (see `wan22 {args.command} "
+        print(one_paragraph(f"error: the following arguments are required: --output (see `wan22 {args.command} "
                              "--help`)"), file=sys.stderr)
         return 2
     args.passthrough = passthrough
@@ -490,7 +480,7 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(_one_paragraph(f"error: {exc}"), file=sys.stderr)
+        print(one_paragraph(f"error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -499,12 +489,12 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
         from wan_core.fsutil import os_reason
 
         where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file"
-        print(_one_paragraph(f"error: {where}: {os_reason(exc)}"), file=sys.stderr)
+        print(one_paragraph(f"error: {where}: {os_reason(exc)}"), file=sys.stderr)
         return 2
     except Exception as exc:  # an unexpected failure still gets one readable paragraph
         if os.environ.get("WAN22_DEBUG"):
             raise
-        print(_one_paragraph(f"error: {type(exc).__name__}: {exc} (set WAN22_DEBUG=1 for a traceback)"),
+        print(one_paragraph(f"error: {type(exc).__name__}: {exc} (set WAN22_DEBUG=1 for a traceback)"),
               file=sys.stderr)
         return 1
 

@@ -3,7 +3,7 @@
 Text: prompts cleaned like diffusers/official Wan (ftfy, html unescape, whitespace), 512 tokens,
 embeddings trimmed to the true length and zero-padded to 512 (no cross-attention mask downstream).
 VAE: diffusers' AutoencoderKLWan; latents normalised as z = (mu - mean) / std, decoded as
-decode(z * std + mean) (reference §5).
+decode(z * std + mean) (the VAE config's latents_mean / latents_std, as diffusers' pipelines use them).
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class VideoVAE:
 
 def first_frame_condition(vae: VideoVAE, first_frames: torch.Tensor, num_frames: int) -> torch.Tensor:
     """I2V-A14B conditioning y = [mask(4) | VAE(first frame + zero frames)(z)] of shape [B, 4+z, T, h, w]
-    (reference §7 "Conditioning"; diffusers' WanImageToVideoPipeline.prepare_latents).
+    (diffusers' WanImageToVideoPipeline.prepare_latents).
     first_frames: [B, 3, H, W] in [-1, 1]."""
     b, _, h, w = first_frames.shape
     video = torch.cat([first_frames.unsqueeze(2), first_frames.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)

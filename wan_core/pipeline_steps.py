@@ -29,9 +29,7 @@ def under(workdir: str, path: str) -> str:
 
 def validate_dataset_step(data_txt: str, manifest_out: str, report_md: Path, report_html: Path,
                           log_metric: LogMetric, allow_invalid: bool = False) -> str:
-    from wan_core.data.manifest import validate_dataset, write_report
-    from wan_core.fsutil import atomic_output_file
-
+    from wan_core.data.manifest import validate_dataset, write_manifest, write_report
     results, thumbnails = validate_dataset(data_txt)
     valid = [r.entry for r in results if r.reason is None]
     folder = Path(manifest_out).parent / "validation-report"
@@ -47,13 +45,12 @@ def validate_dataset_step(data_txt: str, manifest_out: str, report_md: Path, rep
                         "set allow_invalid")
     if not valid:
         raise UserError(f"{data_txt}: no valid entries")
-    with atomic_output_file(Path(manifest_out)) as f:
-        json.dump(valid, f, indent=2, ensure_ascii=False)
+    write_manifest(manifest_out, valid)
     return manifest_out
 
 
 def train_config(p: dict) -> dict:
-    """A training config (PRODUCT.md §3.4 keys) from the pipeline's typed parameters."""
+    """A training config (the keys of wan_core.train.config.TrainConfig) from the pipeline's typed parameters."""
     return {
         "model": {"from_pretrained": p["base_model"], "variant": p["variant"], "task": p.get("task") or None,
                   "expert": p.get("expert") or None},
@@ -141,7 +138,11 @@ def pretrain_step(params: dict, deployment: "Deployment", curve_html: Path, log_
     save_path = Path(params["save_path"])
     save_path.mkdir(parents=True, exist_ok=True)
     config_path = save_path / "train.yaml"
-    config_path.write_text(yaml.safe_dump(train_config(params), sort_keys=False))
+    # through TrainConfig, the one schema: a parameter the trainer does not know fails here, before launch
+    from wan_core.train.config import config_from_dict
+
+    cfg = config_from_dict(train_config(params), save_path)
+    config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     launcher = params.get("launcher", "local")
     if launcher == "local":
         cmd = [sys.executable, "-m", "wan_core", "train", "--config", str(config_path)]

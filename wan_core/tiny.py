@@ -15,7 +15,7 @@ from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir
 from wan_core.model.config import TINY_PRESET_OF_VARIANT, VARIANTS, WanConfig
 
-# Pipeline-level facts of each variant (reference §1.2, §4, §8).
+# Pipeline-level facts of each variant (from the configs of the Wan2.2 diffusers pipelines).
 VARIANT_PIPELINE = {
     "ti2v-5b": dict(pipeline="WanPipeline", boundary_ratio=None, expand_timesteps=True, experts=1, flow_shift=5.0,
                     vae="wan2.2"),

@@ -260,6 +260,15 @@ def _write_report(report_dir: Path, data_txt: str, results: list[EntryResult], t
     (report_dir / "report.html").write_text(page)
 
 
+def write_manifest(path: str | Path, entries: list[dict]) -> None:
+    """The manifest of valid entries (what training reads with data.manifest), written atomically."""
+    from wan_core.fsutil import atomic_output_file
+
+    with atomic_output_file(Path(path)) as f:
+        json.dump(entries, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
 def _reason(exc: Exception) -> str:
     """An error as words: OS errors without errno codes."""
     if isinstance(exc, OSError):

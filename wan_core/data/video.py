@@ -10,8 +10,6 @@ import numpy as np
 
 from wan_core.fsutil import atomic_output_file
 
-BACKENDS = ("decord", "pyav")
-
 
 def default_backend() -> str:
     return "decord" if importlib.util.find_spec("decord") is not None else "pyav"

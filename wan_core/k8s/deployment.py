@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from wan_core.device import IMAGES, PROFILES, profile_env
+from wan_core.k8s.profiles import IMAGES, PROFILES, profile_env
 from wan_core.errors import UserError
 
 DATA_MOUNT = "/data"

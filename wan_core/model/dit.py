@@ -2,7 +2,7 @@
 
 `WanDiT.forward` has the meaning of diffusers' `WanTransformer3DModel.forward(...)[0]`, including its
 precision placement in bf16: fp32 sinusoid, time MLP, modulation, LayerNorms and RoPE tables; the
-residual stream, matmuls and attention in the compute dtype (reference §3, §3.6).
+residual stream, matmuls and attention in the compute dtype (as diffusers' WanTransformer3DModel places them).
 """
 from __future__ import annotations
 

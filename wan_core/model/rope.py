@@ -17,9 +17,6 @@ class RopeTables(NamedTuple):
     sin: torch.Tensor
     phase: torch.Tensor
 
-    def select(self, index) -> "RopeTables":
-        return RopeTables(*(t[index] for t in self))
-
 
 def _axis_angles(dim: int, max_len: int, theta: float) -> torch.Tensor:
     # float64 like diffusers and official Wan, so the fp32 tables are correctly rounded

@@ -1,6 +1,6 @@
 """One function that reads every launcher's distributed environment, and process-group setup.
 
-Launchers and what they set (kubeflow-reference §3):
+Launchers and what they set (as each launcher documents it):
 - torchrun (also what Trainer v2 / PyTorchJob / Volcano pods run): RANK, LOCAL_RANK, WORLD_SIZE,
   LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, GROUP_RANK - per *process*.
 - Kubeflow Trainer v2: PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT
@@ -43,7 +43,8 @@ class ProcessEnv:
     local_world_size: int
 
 
-def _int(env, name, default=None):
+def int_var(env, name, default=None):
+    """An integer launcher variable; a value that is not an integer is an error, never ignored."""
     value = env.get(name)
     if value in (None, ""):
         return default
@@ -58,8 +59,8 @@ def process_env(env=None) -> ProcessEnv | None:
     env = os.environ if env is None else env
     if "LOCAL_RANK" not in env:
         return None
-    return ProcessEnv(_int(env, "RANK", 0), _int(env, "LOCAL_RANK", 0), _int(env, "WORLD_SIZE", 1),
-                      _int(env, "LOCAL_WORLD_SIZE", _int(env, "WORLD_SIZE", 1)))
+    return ProcessEnv(int_var(env, "RANK", 0), int_var(env, "LOCAL_RANK", 0), int_var(env, "WORLD_SIZE", 1),
+                      int_var(env, "LOCAL_WORLD_SIZE", int_var(env, "WORLD_SIZE", 1)))
 
 
 def node_env(env=None) -> NodeEnv:
@@ -67,21 +68,21 @@ def node_env(env=None) -> NodeEnv:
     env = os.environ if env is None else env
     if "PET_NNODES" in env or "PET_NODE_RANK" in env:  # Trainer v2, PyTorchJob (v1 also sets RANK = node)
         nnodes = env.get("PET_NNODES", "1").split(":")[-1]  # elastic "min:max"
-        return NodeEnv(int(nnodes), _int(env, "PET_NODE_RANK", _int(env, "RANK", 0)),
-                       _int(env, "PET_NPROC_PER_NODE"),
+        return NodeEnv(int(nnodes), int_var(env, "PET_NODE_RANK", int_var(env, "RANK", 0)),
+                       int_var(env, "PET_NPROC_PER_NODE"),
                        env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR"),
-                       _int(env, "PET_MASTER_PORT", _int(env, "MASTER_PORT")),
+                       int_var(env, "PET_MASTER_PORT", int_var(env, "MASTER_PORT")),
                        "trainer-v2" if "PET_MASTER_ADDR" in env else "pytorchjob")
     if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env and "LOCAL_RANK" not in env:  # AscendJob
-        local = _int(env, "LOCAL_WORLD_SIZE")
-        world = _int(env, "WORLD_SIZE")
+        local = int_var(env, "LOCAL_WORLD_SIZE")
+        world = int_var(env, "WORLD_SIZE")
         # ascend-operator's WORLD_SIZE counts chips; nodes = WORLD_SIZE / LOCAL_WORLD_SIZE
         nnodes = max(1, world // local) if local else 1
-        return NodeEnv(nnodes, _int(env, "RANK", 0), local, env.get("MASTER_ADDR"), _int(env, "MASTER_PORT"),
+        return NodeEnv(nnodes, int_var(env, "RANK", 0), local, env.get("MASTER_ADDR"), int_var(env, "MASTER_PORT"),
                        "ascendjob")
     if "WORLD_SIZE" in env and "LOCAL_RANK" not in env:  # Volcano: WORLD_SIZE = pods, RANK = pod index
-        return NodeEnv(_int(env, "WORLD_SIZE"), _int(env, "RANK", 0), None, env.get("MASTER_ADDR"),
-                       _int(env, "MASTER_PORT"), "volcano")
+        return NodeEnv(int_var(env, "WORLD_SIZE"), int_var(env, "RANK", 0), None, env.get("MASTER_ADDR"),
+                       int_var(env, "MASTER_PORT"), "volcano")
     return NodeEnv(1, 0, None, None, None, "standalone")
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from wan_core.errors import UserError
-from wan_core.parallel.env import node_env, process_env
+from wan_core.parallel.env import int_var, node_env, process_env
 
 
 def torchrun_command(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
@@ -36,20 +36,15 @@ def launch_plan(nproc: int | None, nnodes: int | None, node_rank: int | None, rd
     if process_env(env) is not None:  # already under torchrun
         return None
     node = node_env(env)
-    nproc = nproc or node.nproc_per_node or _int_env(env, "NPUS_PER_NODE")
-    nnodes = nnodes or (node.nnodes if node.launcher != "standalone" else None) or _int_env(env, "NNODES") or 1
+    nproc = nproc or node.nproc_per_node or int_var(env, "NPUS_PER_NODE")
+    nnodes = nnodes or (node.nnodes if node.launcher != "standalone" else None) or int_var(env, "NNODES") or 1
     if not nproc or (nproc == 1 and nnodes == 1):
         return None
     if node_rank is None:
         node_rank = node.node_rank
     if rdzv_endpoint is None and node.master_addr:
         rdzv_endpoint = f"{node.master_addr}:{node.master_port or 29500}"
-    return nproc, nnodes, node_rank, rdzv_endpoint if nnodes > 1 else rdzv_endpoint
-
-
-def _int_env(env, name):
-    value = env.get(name)
-    return int(value) if value and value.isdigit() else None
+    return nproc, nnodes, node_rank, rdzv_endpoint
 
 
 def run_torchrun(argv: list[str], plan) -> int:

@@ -51,10 +51,6 @@ class ParallelDims:
             raise UserError(f"{what}={self.ulysses}: the model's {num_heads} attention heads must divide by the "
                             f"Ulysses degree (valid: {valid}); use cp_algo ring or usp for other CP sizes")
 
-    def coordinates(self, rank: int) -> tuple[int, int]:
-        """(dp index, cp index) of a global rank; cp ranks of one dp group are consecutive."""
-        return divmod(rank, self.cp)
-
     def build_groups(self):
         """Process groups: cp (all CP ranks of my dp group), ulysses and ring subgroups, and a DeviceMesh
         over all ranks for FSDP (which shards over dp x cp: CP ranks hold the same parameters)."""

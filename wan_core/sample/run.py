@@ -246,7 +246,7 @@ def _run_workers(job: SampleJob, count: int) -> int:
 
 
 if __name__ == "__main__":  # a --nproc worker: python -m wan_core.sample.run JOB_JSON RANK WORLD
-    from wan_core.cli import _one_paragraph
+    from wan_core.errors import one_paragraph
 
     threads = os.environ.get("WAN22_SAMPLE_THREADS")
     if threads:
@@ -257,5 +257,5 @@ if __name__ == "__main__":  # a --nproc worker: python -m wan_core.sample.run JO
     try:
         run_sample(SampleJob(**job_dict), worker=(int(sys.argv[2]), int(sys.argv[3])), progress=False)
     except UserError as exc:
-        print(_one_paragraph(f"error: {exc}"), file=sys.stderr)
+        print(one_paragraph(f"error: {exc}"), file=sys.stderr)
         sys.exit(2)

@@ -1,4 +1,5 @@
-"""Per-variant sampling facts (reference §8, PRODUCT.md §3.4) and reading them off a model folder."""
+"""Per-variant sampling facts (the defaults of the Wan2.2 diffusers pipelines and model cards) and reading
+them off a model folder."""
 from __future__ import annotations
 
 import dataclasses

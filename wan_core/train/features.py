@@ -12,14 +12,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir, check_output_dir
 from wan_core.train.config import TrainConfig
-
-MATCH_KEYS = ("variant", "task", "num_frames", "height", "width", "fps")
 
 
 def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> Path:
@@ -28,7 +25,7 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, ove
     from wan_core.data.dataset import VideoClipDataset
     from wan_core.device import default_device
     from wan_core.encoders import first_frame_condition
-    from wan_core.train.trainer import build_encoders, data_source
+    from wan_core.train.inputs import build_encoders, data_source
 
     out = Path(out)
     check_output_dir(out, "cache-features", overwrite)  # before the encoders load
@@ -62,44 +59,3 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, ove
                 "entries": len(kept), "data_manifest_hash": digest}
         (tmp / "features.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
-
-
-class FeatureStore:
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        try:
-            self.meta = json.loads((self.folder / "features.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"data.features {folder}: not a cache-features folder ({exc})") from None
-        self.count = int(self.meta["entries"])
-        self.empty_text = load_file(self.folder / "empty_text.safetensors")["text"]
-        self.digest = self.meta.get("data_manifest_hash")
-
-    def check_compatible(self, cfg: TrainConfig) -> None:
-        wanted = {"variant": cfg.model.variant, "task": cfg.model.task, "num_frames": cfg.data.num_frames,
-                  "height": cfg.data.height, "width": cfg.data.width, "fps": cfg.data.fps}
-        wrong = [f"{k}: cache {self.meta.get(k)!r}, config {v!r}" for k, v in wanted.items() if self.meta.get(k) != v]
-        if wrong:
-            raise UserError(f"data.features {self.folder} was encoded for other settings ({'; '.join(wrong)}); "
-                            "run wan22 cache-features again")
-
-    def dataset(self, seed: int):
-        return _FeatureDataset(self, seed)
-
-
-class _FeatureDataset(torch.utils.data.Dataset):
-    def __init__(self, store: FeatureStore, seed: int):
-        self.store, self.seed = store, seed
-
-    def __len__(self):
-        return 2**62
-
-    def __getitem__(self, position: int) -> dict:
-        from wan_core.data.dataset import entry_order
-
-        index = entry_order(self.store.count, self.seed, position)
-        path = self.store.folder / "samples" / f"{index:06d}.safetensors"
-        with safe_open(path, framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            caption = f.metadata().get("cap", "")
-        return {"position": position, "entry": index, "caption": caption, **tensors}

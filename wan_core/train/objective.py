@@ -1,4 +1,4 @@
-"""Flow-matching training objective (reference §7; DiffSynth, which MindSpeed-MM follows).
+"""Flow-matching training objective (DiffSynth-Studio's, which MindSpeed-MM follows).
 
 1000 training steps, shift 5: sigma_i = 5 s / (1 + 4 s) with s = 1 - i/1000; t_i = 1000 sigma_i;
 x_t = (1 - sigma) x0 + sigma eps; target = eps - x0; loss = mean((v - target)^2) * w_i with the

@@ -1,6 +1,8 @@
 """`wan22 train`: the training loop, in small overridable steps (torchtitan's shape).
 
-One process here; the parallel issue adds the device mesh, FSDP2 and context parallelism. Data order,
+One process, or one of several under torchrun: `Trainer` builds the rank layout (parallel/mesh.py),
+shards the model with FSDP2 (parallel/fsdp.py) and splits sequences for context parallelism
+(parallel/context_parallel.py) when the config asks for them. Data order,
 noise and timesteps come from the seed and the global sample position (wan_core.data.dataset), so a
 resumed run repeats exactly what an uninterrupted one would do.
 """
@@ -21,6 +23,7 @@ from wan_core.errors import UserError
 from wan_core.train import objective
 from wan_core.train.checkpoint import CheckpointManager
 from wan_core.train.config import TrainConfig
+from wan_core.train.inputs import build_encoders, data_source
 
 log = logging.getLogger("wan22.train")
 METRICS = "metrics.jsonl"
@@ -49,42 +52,6 @@ def is_distributed() -> bool:
 
 def is_rank0() -> bool:
     return not is_distributed() or torch.distributed.get_rank() == 0
-
-
-def data_source(cfg: TrainConfig):
-    """(entries, manifest hash, feature store): what the config trains on."""
-    from wan_core.data.manifest import load_manifest, manifest_hash, validate_dataset
-
-    d = cfg.data
-    if d.features:
-        from wan_core.train.features import FeatureStore
-
-        store = FeatureStore(d.features)
-        store.check_compatible(cfg)
-        return None, store.digest, store
-    if d.manifest:
-        entries = load_manifest(d.manifest)
-    else:
-        results, _ = validate_dataset(d.data_txt)
-        entries = [r.entry for r in results if r.reason is None]
-        bad = len(results) - len(entries)
-        if bad:
-            log.warning("%d invalid dataset entries skipped (run wan22 validate-dataset for the report)", bad)
-        if not entries:
-            raise UserError(f"data.data_txt {d.data_txt}: no valid entries")
-    return entries, manifest_hash(entries), None
-
-
-def build_encoders(cfg: TrainConfig, device):
-    """The frozen text encoder and VAE of the config's pipeline folder."""
-    from wan_core.encoders import TextEncoder, VideoVAE
-
-    folder = cfg.model.from_pretrained
-    text = TextEncoder(folder, dtype=torch.float32, device=device)
-    vae = VideoVAE(folder, dtype=torch.float32, device=device)
-    for m in (text.model, vae.model):
-        m.requires_grad_(False)
-    return text, vae
 
 
 class Trainer:

@@ -1,7 +1,7 @@
 """Weight conversion between the diffusers, official Wan and mm layouts (pure renames, streamed).
 
 `hf_to_mm` / `mm_to_hf` follow MindSpeed-MM's `WanConverter` semantics; the output folders are
-PRODUCT.md §3.3's. Memory stays bounded by one tensor for safetensors output: tensors are read with
+those `wan22 convert --help` describes. Memory stays bounded by one tensor for safetensors output: tensors are read with
 plain file reads and written by the streaming shard writer. `mm-pt` output is one `torch.save` of the
 whole state dict (MindSpeed-MM's format), so it holds the model in memory.
 """
@@ -15,7 +15,7 @@ import torch
 
 from wan_core.errors import UserError
 from wan_core.storage import Location, output_dir
-from wan_core.weights.layouts import (DIFFUSERS_INDEX, ITERATION_FILE, MM_INDEX, MM_PT, Checkpoint, _read_config,
+from wan_core.weights.layouts import (DIFFUSERS_INDEX, ITERATION_FILE, MM_INDEX, MM_PT, Checkpoint, read_config,
                                       find_checkpoints, validate_checkpoint)
 from wan_core.weights.names import convert_key
 from wan_core.weights.safetensors_io import parse_size, write_sharded
@@ -91,7 +91,7 @@ def _hf_config_for(hf_dir: str | None, slot: str, ckpt: Checkpoint) -> dict | No
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         raise UserError(f"--hf-dir {hf_dir}: no config.json (looked in {', '.join(str(c) for c in candidates)})")
-    config = _read_config(path)
+    config = read_config(path)
     if config != ckpt.config:
         raise UserError(f"--hf-dir config {path} describes a different architecture (dim {config.dim}, "
                         f"{config.num_layers} layers, in_channels {config.in_channels}) than the weights in "

@@ -25,7 +25,6 @@ from wan_core.storage import Location
 from wan_core.weights.names import UnknownKeyError, convert_key, detect_layout
 from wan_core.weights.safetensors_io import SafetensorsReader, TensorMeta
 
-EXPERT_SLOTS = ("transformer", "transformer_2")
 ITERATION_FILE = "latest_checkpointed_iteration.txt"
 MM_INDEX = "model.safetensors.index.json"
 DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
@@ -137,7 +136,7 @@ def mm_iteration_dir(loc: Location, iteration: str | None = None) -> Location:
 
 def _open_mm(loc: Location) -> Checkpoint:
     folder = mm_iteration_dir(loc)
-    config = _read_config(loc / "config.json") if (loc / "config.json").is_file() else None
+    config = read_config(loc / "config.json") if (loc / "config.json").is_file() else None
     shards = folder.glob("*.safetensors")
     if shards:
         return _open_safetensors(folder, folder / MM_INDEX, shards, layout="mm", config=config, source=str(loc))
@@ -200,7 +199,7 @@ def _open_safetensors(folder: Location, index: Location, shards: list[Location],
             raise UserError(f"{index} and its shards disagree about {len(stray)} tensor(s), e.g. {stray[0]!r}")
     layout = layout or _detect(metas, source)
     if config is None and (folder / "config.json").is_file():
-        config = _read_config(folder / "config.json")
+        config = read_config(folder / "config.json")
     config = config or infer_config(metas, layout, source)
     return Checkpoint(source, layout, config, metas, lambda key: readers[key].read(key),
                       lambda key, out: readers[key].copy_to(key, out))
@@ -213,7 +212,7 @@ def _detect(metas, source: str) -> str:
         raise UserError(f"{source}: {exc.args[0]}") from None
 
 
-def _read_config(path: Location) -> WanConfig:
+def read_config(path: Location) -> WanConfig:
     try:
         return WanConfig.from_any_json(json.loads(path.read_text()))
     except (ValueError, TypeError, KeyError) as exc:

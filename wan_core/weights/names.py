@@ -1,6 +1,6 @@
 """Key names of the Wan2.2 DiT in the three layouts, and the exact maps between them.
 
-Layouts (reference §2.5):
+Layouts:
 - ``diffusers``: `WanTransformer3DModel` (the "hf" format of MindSpeed-MM's converter)
 - ``official``: Wan-Video/Wan2.2 `WanModel`, also DiffSynth and MindSpeed-MM's FSDP2 path
 - ``mm``: MindSpeed-MM's legacy `WanDiT` (what `mm-convert WanConverter hf_to_mm` writes; our `WanDiT`)
@@ -86,11 +86,6 @@ def convert_key(key: str, src: str, dst: str) -> str:
     if m and m.group(2) in block:
         return f"blocks.{m.group(1)}.{block[m.group(2)]}"
     raise UnknownKeyError(f"{key!r} is not a Wan2.2 DiT parameter name in the {src} layout")
-
-
-def convert_state_dict_keys(keys, src: str, dst: str) -> dict[str, str]:
-    """{src_key: dst_key} for every key; all-or-nothing (raises on the first unknown key)."""
-    return {k: convert_key(k, src, dst) for k in keys}
 
 
 def detect_layout(keys) -> str:
