@@ -33,6 +33,8 @@ def accelerator_type() -> str:
 
 
 def default_device(local_rank: int = 0) -> torch.device:
+    """The device this process computes on: accelerator number `local_rank` (its index on this node), or
+    the CPU. Training ranks, sampling workers and single processes all ask here."""
     kind = accelerator_type()
     return torch.device("cpu") if kind == "cpu" else torch.device(kind, local_rank)
 

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from wan_core.device import accelerator_type, distributed_backend
+from wan_core.device import accelerator_type, default_device, distributed_backend
 from wan_core.errors import UserError
 
 
@@ -103,7 +103,4 @@ def init_distributed(timeout_s: int = 600) -> ProcessEnv | None:
 
 
 def device_for(penv: ProcessEnv | None) -> torch.device:
-    kind = accelerator_type()
-    if kind == "cpu":
-        return torch.device("cpu")
-    return torch.device(kind, penv.local_rank if penv else 0)
+    return default_device(penv.local_rank if penv else 0)

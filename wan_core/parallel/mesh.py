@@ -66,8 +66,9 @@ class ParallelDims:
                 if rank in ranks:
                     mine = (g, ranks)
             groups[name] = mine
-        device_type = "cpu" if torch.distributed.get_backend() == "gloo" else (
-            "npu" if torch.distributed.get_backend() == "hccl" else "cuda")
+        from wan_core.device import accelerator_type
+
+        device_type = accelerator_type()  # the one device rule, which also chose the collective backend
         groups["fsdp_mesh"] = init_device_mesh(device_type, (self.world_size,), mesh_dim_names=("dp_shard_cp",))
         return groups
 

@@ -119,13 +119,6 @@ def from_mindspeed_config(path: str) -> SampleJob:
         offload_inactive_expert=get_field(cfg, "pipeline_config.cpu_offload", bool, src, False))
 
 
-def _worker_device(rank: int):
-    from wan_core.device import accelerator_type
-
-    kind = accelerator_type()
-    return torch.device("cpu") if kind == "cpu" else torch.device(kind, rank)
-
-
 def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: bool = True) -> Path:
     """Sample every prompt of `job` (or, as worker (rank, n), prompts rank, rank+n, ...). Returns the output."""
     from wan_core.sample.sampler import SampleSettings, check_size
@@ -185,7 +178,9 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     from wan_core.sample.sampler import SampleRequest, WanSampler
 
     rank, world = worker
-    device = _worker_device(rank)
+    from wan_core.device import default_device
+
+    device = default_device(rank)
     dtype = DTYPES[job.dtype or ("fp32" if device.type == "cpu" else "bf16")]
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
                          offload_inactive_expert=job.offload_inactive_expert)
