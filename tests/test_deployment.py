@@ -178,7 +178,8 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
     executors = spec["deploymentSpec"]["executors"]
     placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     # the pretrain tasks of the "train on the cluster" branches: not placed on accelerator nodes
-    submitters = [(t, c, i) for t, c, i, _ in resolve_tasks(spec, {"launcher": launcher})
+    run = {"launcher": launcher, "base_model": "/data/Wan2.2-base", "data_txt": "/data/d/data.txt"}
+    submitters = [(t, c, i) for t, c, i, _ in resolve_tasks(spec, run)
                   if t.startswith("pretrain") and "nodeSelector" not in placed[c["executorLabel"]]]
     assert len(submitters) == 3  # one-expert: dit; two-experts: high and low
     for task, comp, inputs in submitters:
@@ -192,6 +193,8 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
                                                         "samples_per_s": 1.0}) + "\n")
         args.update(manifest=str(tmp_path / "manifest.json"), load_path="/data/base-mm", save_path=str(save),
                     workdir="", run_id="run-42")
+        if args["expert"]:  # the two-expert branch runs for the A14B variants only
+            args["variant"] = "t2v-a14b"
         pretrain.python_func(**args, curve=artifact(f"{task}.html"), metrics=artifact(f"{task}-m"))
     assert len(api.created) == 3 and len({body["metadata"]["name"] for _, _, body in api.created}) == 3
     for kind, namespace, body in api.created:
