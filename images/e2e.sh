@@ -66,7 +66,7 @@ videos = sorted(p.name for p in (run / "work" / "samples").glob("*.mp4"))
 index = json.loads((run / "work" / "samples" / "samples.json").read_text())
 report = (run / "report.html").read_text()
 assert videos == ["0000.mp4", "0001.mp4"], videos
-assert len(index["samples"]) == 2 and "<svg" in report and "dataset validation" in report
+assert len(index["samples"]) == 2 and "<svg" in report and "Validate the dataset" in report and "<video" in report
 print(f"[e2e] outputs: {', '.join(videos)}, samples.json, report.html")
 PY
 echo "[e2e] a failing step fails the run (validate-dataset on a missing file, in a container)"

@@ -116,3 +116,15 @@ def test_activation_checkpointing_gives_the_same_gradients():
     ours(x, t, ctx).square().mean().backward()
     for n, p in ours.named_parameters():
         assert torch.equal(p.grad, plain[n]), n
+
+
+@pytest.mark.parametrize("latent", [(3, 2, 2), (3, 4, 6)], ids=["one-patch-grid", "larger-grid"])
+def test_output_is_never_a_view(latent):
+    """FSDP2 skips its backward hook when an in-place op hits a view output; the DiT returns fresh tensors
+    (also for a 1x1 patch grid, where the unpatchify reshape alone would be a view)."""
+    torch.manual_seed(0)
+    cfg = WanConfig.from_preset("tiny-ti2v")
+    model = WanDiT(cfg)
+    t, h, w = latent
+    out = model(torch.randn(1, cfg.in_channels, t, h, w), torch.tensor([500.0]), torch.randn(1, 7, cfg.text_dim))
+    assert out.shape == (1, 48, t, h, w) and not out._is_view()

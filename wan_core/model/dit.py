@@ -277,5 +277,6 @@ class WanDiT(nn.Module):
         if cp is not None:
             x = cp.gather(x, length)
         x = x.reshape(b, *grid, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        # one reshape (a copy) rather than flattens (views of a copy): FSDP2 warns about view outputs
-        return x.reshape(b, x.shape[1], t, h, w)
+        out = x.reshape(b, x.shape[1], t, h, w)  # a copy, except when the patch grid has size-1 axes
+        # FSDP2 warns (rightly) that in-place ops on a view output would skip its backward hook: never return one
+        return out.clone() if out._is_view() else out
