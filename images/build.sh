@@ -101,6 +101,6 @@ for kind in "${KINDS[@]}"; do
   fi
   build "$kind" "$base" "$index"
 done
-# podman's storage is ours (engine.sh): drop the images the new tags replaced. A Docker daemon's images
-# belong to its user and are left alone.
-if [ "$ENGINE" = podman ]; then podman image prune -f >/dev/null; fi
+# podman's storage is ours (engine.sh): drop untagged images a day old (replaced tags; younger ones are the
+# layer cache that makes the next build quick). A Docker daemon's images belong to its user: left alone.
+if [ "$ENGINE" = podman ]; then podman image prune -f --filter until=24h >/dev/null; fi
