@@ -74,10 +74,11 @@ WAN22_IMAGE="$IMAGE" "$PYTHON" - "$RUN_DIR/failing" <<'PY'
 import os, pathlib, re, sys
 from kfp import local
 from pipelines.containers import container_runner
+from pipelines.local import private_tmp
 from components.validate_dataset import validate_dataset  # its image is $WAN22_IMAGE
 root = pathlib.Path(sys.argv[1]).absolute()
 root.mkdir(parents=True)
-with container_runner(os.environ["WAN22_IMAGE"], root) as runner:
+with container_runner(os.environ["WAN22_IMAGE"], root) as runner, private_tmp(root / "tmp"):
     local.init(runner=runner, pipeline_root=str(root))
     try:
         validate_dataset(data_txt=str(root / "missing.txt"), manifest_out=str(root / "manifest.json"))
