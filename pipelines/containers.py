@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from wan_core.errors import UserError
+from wan_core.k8s.deployment import NON_ROOT_UID  # the images' user
 
 LABEL = "wan22.kfp-local"
-NON_ROOT_UID = 1000  # the image's user (images/*/Dockerfile)
 
 
 def run_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:

@@ -29,7 +29,7 @@ SECTIONS = [("validate-dataset", "1. Validate the dataset"), ("convert-weights",
 
 def write_run_report(run_dir: Path, settings: dict, timings: dict[str, float], seconds: float) -> Path:
     work = run_dir / "work"
-    link = _linker(run_dir)
+    link = Linker(run_dir)
     parts = [f"<h1>wan22-full · {_e(settings['variant'])} · local run</h1>",
              f"<p>{seconds:.0f} s on this machine · run folder <code>{_e(run_dir)}</code> · "
              f"{link(run_dir / 'pipeline.log', 'full log')}</p>"]
@@ -148,7 +148,7 @@ def _gif(video: Path) -> str:
     return gif_data_uri(read_frames(video).astype("float32") / 255.0)
 
 
-class _linker:
+class Linker:
     """Relative links from the report (in the run folder) to files inside it."""
 
     def __init__(self, run_dir: Path):

@@ -74,6 +74,13 @@ def resolve_tasks(spec, arguments):
     return found
 
 
+def component_args(comp, inputs):
+    """A task's resolved inputs as its component function takes them (the KFP executor casts JSON numbers
+    to the declared type)."""
+    types = {k: p["parameterType"] for k, p in comp["inputDefinitions"]["parameters"].items()}
+    return {k: int(v) if types[k] == "NUMBER_INTEGER" else v for k, v in inputs.items() if k in types}
+
+
 def placeholder(value, inputs):
     m = PLACEHOLDER.match(str(value))
     return inputs[m.group(1)] if m else value
@@ -184,9 +191,7 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
     assert len(submitters) == 3  # one-expert: dit; two-experts: high and low
     for task, comp, inputs in submitters:
         assert "accelerator" not in executors[comp["executorLabel"]]["container"].get("resources", {})
-        types = {k: p["parameterType"] for k, p in comp["inputDefinitions"]["parameters"].items()}
-        # the KFP executor casts JSON numbers to the declared type
-        args = {k: int(v) if types[k] == "NUMBER_INTEGER" else v for k, v in inputs.items() if k in types}
+        args = component_args(comp, inputs)
         save = tmp_path / task
         save.mkdir()
         (save / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5, "lr": 1e-5, "grad_norm": 1.0,
@@ -231,8 +236,7 @@ def test_usp_runs_from_the_pipeline(tmp_path, monkeypatch, artifact, tiny_checkp
                                 if t[0] == "pretrain" and "nodeSelector" in placed[t[1]["executorLabel"]]]
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps([r.entry for r in validate_dataset(demo_dataset / "data.txt")[0]]))
-    types = {k: p["parameterType"] for k, p in comp["inputDefinitions"]["parameters"].items()}
-    args = {k: int(v) if types[k] == "NUMBER_INTEGER" else v for k, v in inputs.items() if k in types}
+    args = component_args(comp, inputs)
     args.update(manifest=str(manifest), load_path="", workdir=str(tmp_path / "work"), run_id="run-usp")
     metrics = artifact("m")
     save = pretrain.python_func(**args, curve=artifact("c.html"), metrics=metrics)

@@ -187,7 +187,7 @@ def _cmd_sample(args) -> int:
                         transformer_2=args.transformer_2, offload_inactive_expert=args.offload_inactive_expert,
                         nproc=args.nproc, save_array=args.save_array)
     job.overwrite = args.overwrite
-    out = run_sample(job, progress=sys.stderr.isatty())
+    out = run_sample(job, progress=_progress(args))
     print(f"wrote samples, samples.json and preview.html to {out}")
     return 0
 
@@ -309,7 +309,7 @@ def _strip_launch_args(argv: list[str]) -> list[str]:
 def _cmd_cache_features(args) -> int:
     from wan_core.train.features import cache_features
 
-    out = cache_features(_train_config(args), args.out, progress=sys.stderr.isatty(), overwrite=args.overwrite)
+    out = cache_features(_train_config(args), args.out, progress=_progress(args), overwrite=args.overwrite)
     print(f"wrote features to {out}")
     return 0
 
