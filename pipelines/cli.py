@@ -7,6 +7,7 @@ from pathlib import Path
 
 from wan_core.cli import add_output_arg, int_range
 from wan_core.errors import UserError
+from wan_core.model.variants import VARIANTS
 
 def builders():
     from pipelines import convert, full, sample
@@ -174,7 +175,7 @@ def register(sub) -> None:
                    help="run each step in the cpu image with kfp.local's DockerRunner (Docker, or podman's "
                         "Docker-compatible socket via DOCKER_HOST) instead of subprocesses")
     r.add_argument("--image", help="image for --containers (default: wan22:<version>-cpu, as images/build.sh tags it)")
-    r.add_argument("--variant", default="ti2v-5b", choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"],
+    r.add_argument("--variant", default="ti2v-5b", choices=VARIANTS,
                    help="default: ti2v-5b")
     r.add_argument("--workdir", help="run folder (default runs/<timestamp>)")
     r.add_argument("--nproc", type=int_range(1), default=2, help="training processes")

@@ -21,6 +21,7 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
     from wan_core.errors import UserError
     from wan_core.fsutil import check_output_dir, output_owner, write_marker
     from wan_core.k8s.deployment import Deployment
+    from wan_core.model import variants
 
     if iters < 1 or nproc < 1 or cp < 1:
         raise UserError(f"--iters {iters}, --nproc {nproc}, --cp {cp}: each must be at least 1")
@@ -44,7 +45,7 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
     prompts.write_text("A red circle moving from left to right across a dark background.\n"
                        "A blue square moving from top to bottom across a dark background.\n")
     images = ""
-    if variant == "i2v-a14b":  # i2v samples from a first frame: take the demo clips' first frames
+    if variants.get(variant).image_required:  # sample from a first frame: take the demo clips' first frames
         import numpy as np
         from PIL import Image
 
@@ -119,11 +120,12 @@ def private_tmp(folder: Path):
 
 def _check_layout(variant: str, nproc: int, cp: int, cp_algo: str, ulysses_degree: int) -> None:
     """The training layout against the tiny model, before anything is made or started."""
-    from wan_core.model.config import TINY_PRESET_OF_VARIANT, WanConfig
+    from wan_core.model.config import WanConfig
+    from wan_core.model.variants import get as get_variant
     from wan_core.parallel.mesh import ParallelDims
 
     dims = ParallelDims(nproc, cp, cp_algo, ulysses_degree or None)
-    dims.validate(WanConfig.from_preset(TINY_PRESET_OF_VARIANT[variant]).num_heads)
+    dims.validate(WanConfig.from_preset(get_variant(variant).tiny_preset).num_heads)
 
 
 def default_image() -> str:

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from wan_core.errors import UserError
+from wan_core.model import variants
 from wan_core.train import objective
 from wan_core.train.config import from_mindspeed, load_config
 
@@ -39,7 +40,7 @@ def test_schedule_tables_follow_the_reference_formulas():
     assert abs(float(timesteps[357]) - 900.06) < 0.01 and abs(float(timesteps[358]) - 899.66) < 0.01
     j875 = int(np.argmin(np.abs(t - 875)))
     assert abs(float(weights[j875]) - 0.78) < 0.01
-    assert objective.index_range("t2v-a14b", "high") == (0, 417) and objective.index_range("i2v-a14b", "low") == (358, 1000)
+    assert variants.get("t2v-a14b").index_range("high") == (0, 417) and variants.get("i2v-a14b").index_range("low") == (358, 1000)
     x0, noise = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
     x_t, target, tt, ww = objective.noisy_input(x0, noise, torch.tensor([0, 999]))
     torch.testing.assert_close(x_t[0], noise[0])  # sigma 1 at index 0

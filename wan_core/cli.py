@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 from wan_core.errors import UserError, one_paragraph
+from wan_core.model.variants import VARIANTS
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -348,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a complete diffusers-format pipeline folder (model_index.json, "
                        "transformer[_2], vae, text_encoder, tokenizer, scheduler) of the variant's architecture "
                        "family at tiny size with random weights. Used by the demo and tests; nothing is downloaded.")
-    p.add_argument("--variant", required=True, choices=["ti2v-5b", "t2v-a14b", "i2v-a14b"])
+    p.add_argument("--variant", required=True, choices=VARIANTS)
     add_output_arg(p, "out", ("--out",), "output folder")
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of the random weights")
     add_overwrite_arg(p)

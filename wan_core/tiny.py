@@ -11,19 +11,9 @@ from pathlib import Path
 
 import torch
 
-from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir
-from wan_core.model.config import TINY_PRESET_OF_VARIANT, VARIANTS, WanConfig
-
-# Pipeline-level facts of each variant (from the configs of the Wan2.2 diffusers pipelines).
-VARIANT_PIPELINE = {
-    "ti2v-5b": dict(pipeline="WanPipeline", boundary_ratio=None, expand_timesteps=True, experts=1, flow_shift=5.0,
-                    vae="wan2.2"),
-    "t2v-a14b": dict(pipeline="WanPipeline", boundary_ratio=0.875, expand_timesteps=False, experts=2, flow_shift=3.0,
-                     vae="wan2.1"),
-    "i2v-a14b": dict(pipeline="WanImageToVideoPipeline", boundary_ratio=0.9, expand_timesteps=False, experts=2,
-                     flow_shift=3.0, vae="wan2.1"),
-}
+from wan_core.model import variants
+from wan_core.model.config import WanConfig
 
 TINY_TEXT_LAYERS = 2
 _WORDS = ("a an the of in on at with and is are to from over under near video scene shot camera slowly quickly "
@@ -66,21 +56,19 @@ def make_tiny_checkpoint(variant: str, out: str | Path, seed: int = 0, overwrite
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    if variant not in VARIANTS:
-        raise UserError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    spec = VARIANT_PIPELINE[variant]
-    cfg = WanConfig.from_preset(TINY_PRESET_OF_VARIANT[variant])
+    spec = variants.get(variant)
+    cfg = WanConfig.from_preset(spec.tiny_preset)
     gen = torch.Generator().manual_seed(seed)
     out = Path(out)
     with atomic_output_dir(out, "make-tiny-checkpoint", overwrite) as tmp:
         transformer_kwargs = {k: v for k, v in cfg.to_diffusers().items() if not k.startswith("_")}
-        names = ["transformer", "transformer_2"][: spec["experts"]]
+        names = [variants.EXPERT_SLOT[e] for e in spec.experts]
         for name in names:
             model = WanTransformer3DModel(**transformer_kwargs)
             _random_init_(model, gen, std=0.1)
             model.save_pretrained(tmp / name, safe_serialization=True)
 
-        vae = AutoencoderKLWan(**tiny_vae_config(spec["vae"], seed))
+        vae = AutoencoderKLWan(**tiny_vae_config(spec.vae, seed))
         _random_init_(vae, gen, std=0.05)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
 
@@ -97,22 +85,22 @@ def make_tiny_checkpoint(variant: str, out: str | Path, seed: int = 0, overwrite
         text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
 
         UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
-                                flow_shift=spec["flow_shift"], solver_order=2, solver_type="bh2",
+                                flow_shift=spec.sampling.flow_shift, solver_order=2, solver_type="bh2",
                                 final_sigmas_type="zero").save_pretrained(tmp / "scheduler")
 
         index = {
-            "_class_name": spec["pipeline"],
+            "_class_name": spec.diffusers_pipeline,
             "_diffusers_version": "0.42.1",
-            "boundary_ratio": spec["boundary_ratio"],
-            "expand_timesteps": spec["expand_timesteps"],
+            "boundary_ratio": spec.boundary_ratio,
+            "expand_timesteps": spec.expand_timesteps,
             "scheduler": ["diffusers", "UniPCMultistepScheduler"],
             "text_encoder": ["transformers", "UMT5EncoderModel"],
             "tokenizer": ["transformers", "T5Tokenizer"],
             "transformer": ["diffusers", "WanTransformer3DModel"],
-            "transformer_2": ["diffusers", "WanTransformer3DModel"] if spec["experts"] == 2 else [None, None],
+            "transformer_2": ["diffusers", "WanTransformer3DModel"] if spec.two_experts else [None, None],
             "vae": ["diffusers", "AutoencoderKLWan"],
         }
-        if spec["pipeline"] == "WanImageToVideoPipeline":
+        if spec.diffusers_pipeline == "WanImageToVideoPipeline":
             index.update(image_encoder=[None, None], image_processor=[None, None])
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         (tmp / "wan22_variant.json").write_text(json.dumps({"variant": variant, "tiny": True, "seed": seed}) + "\n")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("ti2v-5b", "t2v-a14b", "i2v-a14b")
+from wan_core.model import variants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +49,9 @@ class WanConfig:
 
     @property
     def model_type(self) -> str:
-        if self.in_channels == 36:
-            return "i2v"
-        return "ti2v" if self.in_channels == 48 else "t2v"
+        """The official config's `model_type` (t2v for input widths no variant has)."""
+        variant = variants.by_in_channels(self.in_channels)
+        return variant.official_model_type if variant else "t2v"
 
     # -- presets -------------------------------------------------------------------------------
     @classmethod
@@ -143,6 +143,3 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-t2v": dict(_TINY, in_channels=16, out_channels=16),
     "tiny-i2v": dict(_TINY, in_channels=36, out_channels=16),
 }
-
-# The tiny preset that shares each real variant's architecture family.
-TINY_PRESET_OF_VARIANT = {"ti2v-5b": "tiny-ti2v", "t2v-a14b": "tiny-t2v", "i2v-a14b": "tiny-i2v"}

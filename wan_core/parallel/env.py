@@ -102,5 +102,19 @@ def init_distributed(timeout_s: int = 600) -> ProcessEnv | None:
     return penv
 
 
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def is_rank0() -> bool:
+    return not is_distributed() or torch.distributed.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in one plain process)."""
+    if is_distributed():
+        torch.distributed.barrier()
+
+
 def device_for(penv: ProcessEnv | None) -> torch.device:
     return default_device(penv.local_rank if penv else 0)

@@ -13,7 +13,7 @@ import torch
 from wan_core.config_fields import get_field, get_int_list
 from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir, check_output_dir
-from wan_core.sample.variants import WAN_NEGATIVE_PROMPT, read_model_folder
+from wan_core.sample.model_folder import WAN_NEGATIVE_PROMPT, read_model_folder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -131,8 +131,7 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
     if not prompts:
         raise UserError(f"prompts file {job.prompts} has no prompts")
     images, image_paths = load_images(job.images, len(prompts)) if job.images else ([None] * len(prompts),) * 2
-    if folder.variant == "i2v-a14b" and not job.images:
-        raise UserError("i2v-a14b samples from an image per prompt: give --images FILE")
+    task = folder.spec.sampling_task(bool(job.images))
     guidance = job.guidance or [g for g in defaults.guidance if g is not None]
     if len(guidance) == 2 and not folder.two_experts:
         raise UserError(f"--guidance takes one value for {folder.variant} (one expert); got {guidance}")
@@ -148,7 +147,6 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
                               flow_shift=job.flow_shift)
     fps = job.fps or defaults.fps
     output = Path(job.output)
-    task = {"ti2v-5b": "ti2v" if job.images else "t2v", "t2v-a14b": "t2v", "i2v-a14b": "i2v"}[folder.variant]
     summary = {"model": str(Path(job.model).absolute()), "variant": folder.variant, "task": task,
                "size": [frames, height, width], "steps": settings.steps, "guidance": guidance,
                "flow_shift": job.flow_shift, "negative_prompt": settings.negative_prompt, "seed": job.seed,

@@ -17,7 +17,7 @@ import torch
 
 from wan_core.encoders import TextEncoder, VideoVAE, first_frame_condition
 from wan_core.errors import UserError
-from wan_core.sample.variants import ModelFolder, read_model_folder
+from wan_core.sample.model_folder import ModelFolder, read_model_folder
 
 VAE_TILING_MIN_SIDE = 512  # pixels: larger frames decode in tiles (bounded memory)
 
@@ -182,8 +182,8 @@ class WanSampler:
             if self.folder.expand_timesteps:
                 first_frame_mask = torch.ones_like(latents[:1, :1])
                 first_frame_mask[:, :, 0] = 0
-        elif self.folder.variant == "i2v-a14b":
-            raise UserError("i2v-a14b needs an image for every prompt (--images)")
+        else:
+            self.folder.spec.sampling_task(has_images=False)  # refuses a variant that needs an image
         scheduler = self.make_scheduler(settings)
         for step, t in enumerate(scheduler.timesteps):
             index, guidance = self._expert_for(t, settings)

@@ -16,9 +16,7 @@ import yaml
 
 from wan_core.config_fields import get_field
 from wan_core.errors import UserError
-from wan_core.model.config import VARIANTS
-
-TASKS = {"ti2v-5b": ("t2v", "ti2v"), "t2v-a14b": ("t2v",), "i2v-a14b": ("i2v",)}
+from wan_core.model import variants
 CP_ALGOS = {"ulysses": "ulysses", "ring": "ring", "usp": "usp", "ulysses_cp_algo": "ulysses",
             "megatron_cp_algo": "ring", "hybrid_cp_algo": "usp"}
 
@@ -182,21 +180,14 @@ def _resolve_paths(cfg: TrainConfig, base: Path) -> None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     m, d, t, p = cfg.model, cfg.data, cfg.train, cfg.parallel
-    if m.variant not in VARIANTS:
-        raise UserError(f"config model.variant: {m.variant!r} is not one of {', '.join(VARIANTS)}")
-    m.task = m.task or TASKS[m.variant][0]
-    if m.task not in TASKS[m.variant]:
-        raise UserError(f"config model.task: {m.task!r} is not a task of {m.variant} ({', '.join(TASKS[m.variant])})")
-    if m.variant.endswith("a14b"):
-        if m.expert not in ("high", "low"):
-            raise UserError(f"config model.expert: required for {m.variant}: 'high' or 'low' (got {m.expert!r})")
-    elif m.expert not in (None, "high"):
-        raise UserError(f"config model.expert: {m.variant} has one expert; leave it out")
+    spec = variants.get(m.variant, "config model.variant")
+    m.task = spec.check_task(m.task, "config model.task")
+    m.expert = spec.check_expert(m.expert, "config model.expert")
     if sum(x is not None for x in (d.data_txt, d.manifest, d.features)) != 1:
         raise UserError("config data: give exactly one of data.data_txt, data.manifest, data.features")
     if d.num_frames < 1 or (d.num_frames - 1) % 4:
         raise UserError(f"config data.num_frames: must be 4n+1, got {d.num_frames}")
-    multiple = 32 if m.variant == "ti2v-5b" else 16
+    multiple = spec.size_multiple
     for name in ("height", "width"):
         if getattr(d, name) <= 0 or getattr(d, name) % multiple:
             raise UserError(f"config data.{name}: must be a positive multiple of {multiple} for {m.variant}, "
@@ -266,9 +257,10 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
     basic = get_field(dp, "basic_parameters", dict, f"{data_json}: dataset_param", {})
     pre = get_field(dp, "preprocess_parameters", dict, f"{data_json}: dataset_param", {})
     in_dim = get_field(predictor, "in_dim", int, f"{model_json}: predictor")
-    variant = {48: "ti2v-5b", 36: "i2v-a14b", 16: "t2v-a14b"}.get(in_dim)
-    if variant is None:
-        raise UserError(f"{model_json}: predictor.in_dim {in_dim} is not a Wan2.2 variant (48, 16 or 36)")
+    spec = variants.by_in_channels(in_dim)
+    if spec is None:
+        known = ", ".join(f"{v.in_channels} ({v.name})" for v in variants.REGISTRY.values())
+        raise UserError(f"{model_json}: predictor.in_dim {in_dim} is not a Wan2.2 variant ({known})")
     pretrained = (get_field(model_raw, "ae.from_pretrained", str, model_json)
                   or get_field(data_raw, "tokenizer_config.from_pretrained", str, data_json)
                   or get_field(dp, "tokenizer_config.from_pretrained", str, f"{data_json}: dataset_param"))
@@ -276,13 +268,11 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
         raise UserError(f"{model_json}: no ae.from_pretrained to find the diffusers folder")
     diffusion = get_field(model_raw, "diffusion", dict, model_json, {})
     expert = None
-    if variant != "ti2v-5b":
+    if spec.two_experts:
         expert = "high" if float(diffusion.get("min_timestep_boundary", 0)) == 0.0 else "low"
     # MindSpeed-MM says task "i2v" for 5B first-frame training (model_type "ti2v")
-    task = {"ti2v-5b": {"i2v": "ti2v", "ti2v": "ti2v", "t2v": "t2v"}, "t2v-a14b": {"t2v": "t2v"},
-            "i2v-a14b": {"i2v": "i2v", "wan2.2-i2v": "i2v"}}[variant].get(model_raw.get("task") or
-                                                                         predictor.get("model_type"))
-    raw = {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": variant, "task": task,
+    task = spec.mm_tasks.get(model_raw.get("task") or predictor.get("model_type"))
+    raw = {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": spec.name, "task": task,
                      "expert": expert},
            "data": {"data_txt": get_field(basic, "data_path", str, f"{data_json}: basic_parameters"),
                     "num_frames": get_field(pre, "num_frames", int, f"{data_json}: preprocess_parameters", 49),

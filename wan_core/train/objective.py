@@ -2,7 +2,8 @@
 
 1000 training steps, shift 5: sigma_i = 5 s / (1 + 4 s) with s = 1 - i/1000; t_i = 1000 sigma_i;
 x_t = (1 - sigma) x0 + sigma eps; target = eps - x0; loss = mean((v - target)^2) * w_i with the
-bell-shaped weight w (zero at t = 1000, mean 1). A14B experts train on index ranges of this grid.
+bell-shaped weight w (zero at t = 1000, mean 1). A14B experts train on index ranges of this grid
+(`Variant.index_ranges` in wan_core.model.variants).
 """
 from __future__ import annotations
 
@@ -12,14 +13,6 @@ import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
 SHIFT = 5.0
-
-# [lo, hi) timestep-index ranges per (variant, expert) on the shift-5 grid (index 0 = t 1000)
-INDEX_RANGES = {
-    ("t2v-a14b", "high"): (0, 417), ("t2v-a14b", "low"): (417, 1000),
-    ("i2v-a14b", "high"): (0, 358), ("i2v-a14b", "low"): (358, 1000),
-    ("ti2v-5b", None): (0, 1000), ("ti2v-5b", "high"): (0, 1000),
-}
-
 
 @functools.lru_cache(maxsize=4)
 def schedule(num_steps: int = NUM_TRAIN_TIMESTEPS, shift: float = SHIFT):
@@ -31,10 +24,6 @@ def schedule(num_steps: int = NUM_TRAIN_TIMESTEPS, shift: float = SHIFT):
     weights = y - y.min()
     weights = weights * (num_steps / weights.sum())
     return sigmas, timesteps, weights
-
-
-def index_range(variant: str, expert: str | None) -> tuple[int, int]:
-    return INDEX_RANGES[(variant, expert)]
 
 
 @torch.no_grad()

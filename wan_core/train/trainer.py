@@ -20,6 +20,9 @@ from pathlib import Path
 import torch
 
 from wan_core.errors import UserError
+from wan_core.model import variants
+from wan_core.parallel.env import barrier, is_distributed, is_rank0
+from wan_core.model.variants import EXPERT_SLOT
 from wan_core.train import objective
 from wan_core.train.checkpoint import CheckpointManager
 from wan_core.train.config import TrainConfig
@@ -44,14 +47,6 @@ def provenance(cfg: TrainConfig, manifest_digest: str | None) -> dict:
         pass
     return {"package": "wan22-kubeflow", "version": wan_core.__version__, "git_commit": commit,
             "config_hash": cfg.digest(), "data_manifest_hash": manifest_digest, "torch": torch.__version__}
-
-
-def is_distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def is_rank0() -> bool:
-    return not is_distributed() or torch.distributed.get_rank() == 0
 
 
 class Trainer:
@@ -79,7 +74,8 @@ class Trainer:
         rank = torch.distributed.get_rank() if is_distributed() else 0
         self.dp_rank, self.dp_size = rank // self.dims.cp, self.dims.dp
         self.compute_dtype = torch.bfloat16 if cfg.train.dtype == "bf16" else torch.float32
-        self.lo, self.hi = objective.index_range(cfg.model.variant, cfg.model.expert)
+        self.variant = variants.get(cfg.model.variant)
+        self.lo, self.hi = self.variant.index_range(cfg.model.expert)
         self.entries, self.manifest_digest, self.features = self.build_data_source()
         self.model = self.build_model()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -103,8 +99,7 @@ class Trainer:
         from wan_core.model.dit import WanDiT
 
         cfg = self.cfg
-        source = cfg.load_path or str(Path(cfg.model.from_pretrained) /
-                                      ("transformer_2" if cfg.model.expert == "low" else "transformer"))
+        source = cfg.load_path or str(Path(cfg.model.from_pretrained) / EXPERT_SLOT[cfg.model.expert or "high"])
         try:
             model = wan_core.load_dit(source, dtype=torch.float32)
         except UserError as exc:
@@ -183,10 +178,7 @@ class Trainer:
             if "latents" in batch:
                 shape = batch["latents"].shape[1:]
             else:
-                d = cfg.data
-                z = 48 if cfg.model.variant == "ti2v-5b" else 16
-                s = 16 if cfg.model.variant == "ti2v-5b" else 8
-                shape = (z, (d.num_frames - 1) // 4 + 1, d.height // s, d.width // s)
+                shape = self.variant.latent_shape(cfg.data.num_frames, cfg.data.height, cfg.data.width)
             draws = self.per_sample_draws(batch, shape)
             x0, text, cond = self.encode(batch, draws["drop"])
             noise = draws["noise"]
@@ -299,8 +291,7 @@ class Trainer:
             self.save_path.mkdir(parents=True, exist_ok=True)
             if self.mirror is not None:
                 self.mirror.pull()
-        if is_distributed():
-            torch.distributed.barrier()
+        barrier()
         self.resume()
         if self.step >= cfg.train.iters:
             log.info("nothing to do: step %d >= train.iters %d", self.step, cfg.train.iters)

@@ -11,12 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
+from wan_core.checkpoint_layout import natural_key, write_mm_release
 from wan_core.errors import UserError
 from wan_core.storage import Location, output_dir
-from wan_core.weights.layouts import (DIFFUSERS_INDEX, ITERATION_FILE, MM_INDEX, MM_PT, Checkpoint, read_config,
-                                      find_checkpoints, validate_checkpoint)
+from wan_core.weights.layouts import DIFFUSERS_INDEX, Checkpoint, find_checkpoints, read_config, validate_checkpoint
 from wan_core.weights.names import convert_key
 from wan_core.weights.safetensors_io import parse_size, write_sharded
 
@@ -42,23 +41,10 @@ class _Progress:
 
 
 def _write_mm(ckpt: Checkpoint, names: dict[str, str], folder: Path, fmt: str, max_shard: int, progress) -> None:
-    (folder / "config.json").write_text(json.dumps(ckpt.config.to_diffusers(), indent=2) + "\n")
-    release = folder / "release"
-    release.mkdir()
-    if fmt == "mm-pt":
-        state = {}
-        for src, mm in names.items():
-            state[mm] = ckpt.read(src)
-            progress(ckpt.metas[src].nbytes)
-        (release / "mp_rank_00").mkdir()
-        torch.save({"model": state}, release / MM_PT)
-    else:
-        by_target = {mm: src for src, mm in names.items()}
-        items = [(mm, ckpt.metas[by_target[mm]]) for mm in sorted(by_target, key=_natural)]
-        write_sharded(release, items, lambda mm, f: ckpt.copy_bytes(by_target[mm], f), "model", MM_INDEX,
-                      max_shard, progress=progress)
-    # written last: a folder with this file is complete
-    (folder / ITERATION_FILE).write_text("release\n")
+    by_target = {mm: src for src, mm in names.items()}
+    write_mm_release(folder, ckpt.config, {mm: ckpt.metas[src] for mm, src in by_target.items()},
+                     lambda mm: ckpt.read(by_target[mm]), fmt, max_shard, progress,
+                     write_bytes=lambda mm, f: ckpt.copy_bytes(by_target[mm], f))
 
 
 def _write_hf(ckpt: Checkpoint, names: dict[str, str], folder: Path, layout: str, config_json: dict | None,
@@ -67,17 +53,10 @@ def _write_hf(ckpt: Checkpoint, names: dict[str, str], folder: Path, layout: str
         config_json = ckpt.config.to_official() if layout == "official" else ckpt.config.to_diffusers()
     (folder / "config.json").write_text(json.dumps(config_json, indent=2) + "\n")
     by_target = {convert_key(mm, "mm", layout): src for src, mm in names.items()}
-    items = [(key, ckpt.metas[by_target[key]]) for key in sorted(by_target, key=_natural)]
+    items = [(key, ckpt.metas[by_target[key]]) for key in sorted(by_target, key=natural_key)]
     write_sharded(folder, items, lambda key, f: ckpt.copy_bytes(by_target[key], f), "diffusion_pytorch_model",
                   DIFFUSERS_INDEX,
                   max_shard, single_file_name="diffusion_pytorch_model.safetensors", progress=progress)
-
-
-def _natural(key: str):
-    """blocks.2 before blocks.10, so shards hold whole blocks in order."""
-    import re
-
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
 
 
 def _hf_config_for(hf_dir: str | None, slot: str, ckpt: Checkpoint) -> dict | None:

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import torch
 
+from wan_core.checkpoint_layout import MM_INDEX, MM_PT, POINTER_FILE, RELEASE, mm_checkpoint_dir
 from wan_core.errors import UserError
 from wan_core.model.config import PRESETS, WanConfig
+from wan_core.model.variants import expert_slot
 from wan_core.storage import Location
 from wan_core.weights.names import UnknownKeyError, convert_key, detect_layout
 from wan_core.weights.safetensors_io import SafetensorsReader, TensorMeta
 
-ITERATION_FILE = "latest_checkpointed_iteration.txt"
-MM_INDEX = "model.safetensors.index.json"
 DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
-MM_PT = "mp_rank_00/model_optim_rng.pt"
 
 # Non-tensor types a MindSpeed-MM model_optim_rng.pt may hold; torch.load(weights_only=True) admits
 # these and nothing else (never a full unpickle).
@@ -103,39 +102,17 @@ def find_checkpoints(source: str | Path) -> dict[str, Checkpoint]:
 
 
 def open_checkpoint(loc: Location) -> Checkpoint:
-    if (loc / ITERATION_FILE).is_file() or (loc / "release").is_dir() or loc.glob("iter_*"):
+    if (loc / POINTER_FILE).is_file() or (loc / RELEASE).is_dir() or loc.glob("iter_*"):
         return _open_mm(loc)
     shards = loc.glob("*.safetensors")
     if shards:
         return _open_safetensors(loc, loc / DIFFUSERS_INDEX, shards, layout=None)
-    raise UserError(f"{loc}: not a Wan checkpoint folder: no *.safetensors, no {ITERATION_FILE}/release/iter_*, "
+    raise UserError(f"{loc}: not a Wan checkpoint folder: no *.safetensors, no {POINTER_FILE}/release/iter_*, "
                     "no transformer/ or high_noise_model/ subfolder")
 
 
-def mm_iteration_dir(loc: Location, iteration: str | None = None) -> Location:
-    """The release/ or iter_NNNNNNN/ folder of an mm folder (from latest_checkpointed_iteration.txt)."""
-    if iteration is None and (loc / ITERATION_FILE).is_file():
-        iteration = (loc / ITERATION_FILE).read_text().strip()
-    if iteration is None:
-        if (loc / "release").is_dir():
-            iteration = "release"
-        else:
-            iters = sorted(d.name for d in loc.glob("iter_*"))
-            if not iters:
-                raise UserError(f"{loc}: no release/ or iter_*/ folder")
-            iteration = iters[-1]
-    if iteration != "release" and not iteration.startswith("iter_"):
-        if not re.fullmatch(r"\d+", iteration):
-            raise UserError(f"{loc / ITERATION_FILE}: expected 'release' or an iteration number, found {iteration!r}")
-        iteration = f"iter_{int(iteration):07d}"
-    folder = loc / iteration
-    if not folder.is_dir():
-        raise UserError(f"{loc}: {ITERATION_FILE} names {iteration}, which does not exist")
-    return folder
-
-
 def _open_mm(loc: Location) -> Checkpoint:
-    folder = mm_iteration_dir(loc)
+    folder = mm_checkpoint_dir(loc)
     config = read_config(loc / "config.json") if (loc / "config.json").is_file() else None
     shards = folder.glob("*.safetensors")
     if shards:
@@ -282,9 +259,7 @@ def load_dit(path, dtype: torch.dtype | None = None, device=None, expert: str | 
     if "" in slots:
         ckpt = slots[""]
     else:  # pipeline-like folder: `transformer` (the high-noise expert of A14B) unless told otherwise
-        if expert not in (None, "high", "low"):
-            raise UserError(f"expert must be 'high' or 'low', got {expert!r}")
-        slot = "transformer_2" if expert == "low" else "transformer"
+        slot = expert_slot(expert)
         if slot not in slots:
             raise UserError(f"{path}: no {expert!r} expert here (it holds {', '.join(slots)})")
         ckpt = slots[slot]

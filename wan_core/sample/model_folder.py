@@ -1,5 +1,4 @@
-"""Per-variant sampling facts (the defaults of the Wan2.2 diffusers pipelines and model cards) and reading
-them off a model folder."""
+"""Reading a diffusers pipeline folder for sampling: which variant it is and what its configs say."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +6,8 @@ import json
 from pathlib import Path
 
 from wan_core.errors import UserError
+from wan_core.model import variants
+from wan_core.model.variants import SamplingDefaults, Variant
 
 # Wan's official negative prompt (shared_config.sample_neg_prompt), the default unless the user says otherwise.
 WAN_NEGATIVE_PROMPT = (
@@ -17,24 +18,9 @@ WAN_NEGATIVE_PROMPT = (
 
 
 @dataclasses.dataclass(frozen=True)
-class VariantDefaults:
-    steps: int
-    guidance: tuple[float, float | None]  # (high-noise / only expert, low-noise expert)
-    size: tuple[int, int, int]  # frames, height, width
-    fps: int
-
-
-DEFAULTS = {
-    "ti2v-5b": VariantDefaults(50, (5.0, None), (121, 704, 1280), 24),
-    "t2v-a14b": VariantDefaults(40, (4.0, 3.0), (81, 480, 832), 16),
-    "i2v-a14b": VariantDefaults(40, (3.5, 3.5), (81, 480, 832), 16),
-}
-
-
-@dataclasses.dataclass(frozen=True)
 class ModelFolder:
     path: Path
-    variant: str
+    spec: Variant
     boundary_ratio: float | None
     expand_timesteps: bool
     two_experts: bool
@@ -42,8 +28,12 @@ class ModelFolder:
     patch: int  # DiT spatial patch size
 
     @property
-    def defaults(self) -> VariantDefaults:
-        return DEFAULTS[self.variant]
+    def variant(self) -> str:
+        return self.spec.name
+
+    @property
+    def defaults(self) -> SamplingDefaults:
+        return self.spec.sampling
 
 
 def read_model_folder(path: str | Path) -> ModelFolder:
@@ -62,13 +52,8 @@ def read_model_folder(path: str | Path) -> ModelFolder:
         raise UserError(f"--model {path}: cannot read model_index.json / transformer/config.json ({exc})") from None
     boundary = index.get("boundary_ratio")
     two = bool(index.get("transformer_2") and index["transformer_2"][0])
-    if index.get("expand_timesteps"):
-        variant = "ti2v-5b"
-    elif transformer_cfg.get("in_channels") == 36:
-        variant = "i2v-a14b"
-    else:
-        variant = "t2v-a14b"
+    spec = variants.recognise_pipeline(index, transformer_cfg)
     if two and boundary is None:
         raise UserError(f"--model {path}: two transformers but no boundary_ratio in model_index.json")
-    return ModelFolder(path, variant, boundary, bool(index.get("expand_timesteps")), two,
+    return ModelFolder(path, spec, boundary, bool(index.get("expand_timesteps")), two,
                        int(vae_cfg.get("scale_factor_spatial", 8)), int(transformer_cfg.get("patch_size", [1, 2, 2])[1]))

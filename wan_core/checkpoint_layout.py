@@ -1,0 +1,205 @@
+"""Where checkpoints live on disk, in one place: the Megatron / MindSpeed-MM folder convention shared by
+training (DCP iterations), conversion and consolidation (mm `release/` folders).
+
+    FOLDER/latest_checkpointed_iteration.txt    the pointer: `release` or an iteration number, written last
+    FOLDER/release/  or  FOLDER/iter_0000010/   the checkpoint the pointer names
+        model.safetensors.index.json + model-*.safetensors   this project's mm format (streamed)
+        mp_rank_00/model_optim_rng.pt                        MindSpeed-MM's format (one torch.save)
+        .metadata + __*_*.distcp + trainer_state.json        a training iteration (DCP, any world size)
+
+The pointer is written without a newline, as Megatron writes it: MindSpeed-MM's `load_from_mm` compares
+the file's first line to "release" without stripping it. Readers accept either.
+Folders may be local paths or `wan_core.storage.Location`s (the read side works on both).
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from wan_core.errors import UserError
+from wan_core.fsutil import atomic_output_file
+from wan_core.weights.safetensors_io import TensorMeta, tensor_bytes_writer, write_sharded
+
+POINTER_FILE = "latest_checkpointed_iteration.txt"
+RELEASE = "release"
+MM_INDEX = "model.safetensors.index.json"
+MM_PT = "mp_rank_00/model_optim_rng.pt"
+TRAINER_STATE = "trainer_state.json"  # beside a training iteration's DCP files
+ITERATION_NAME = re.compile(r"iter_(\d{7})")
+
+# one process without a process group is a supported DCP mode; its warning says nothing to our users
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+
+
+# -- names -----------------------------------------------------------------------------------------------
+def iteration_name(step: int) -> str:
+    return f"iter_{step:07d}"
+
+
+def iteration_dir(save_path, step: int):
+    return save_path / iteration_name(step)
+
+
+def iteration_steps(folder: Path) -> list[int]:
+    """The iterations (iter_NNNNNNN, not a .tmp leftover) in a local folder, oldest first."""
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := ITERATION_NAME.fullmatch(p.name)))
+
+
+def natural_key(key: str):
+    """blocks.2 before blocks.10, so shards hold whole blocks in order."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
+
+
+# -- the pointer file ----------------------------------------------------------------------------------
+def pointer_text(value: int | str) -> str:
+    return str(value)
+
+
+def parse_pointer(text: str, where) -> int | str:
+    """RELEASE or an iteration number, from the pointer file's first line."""
+    first = text.splitlines()[0].strip() if text.strip() else ""
+    if first == RELEASE:
+        return RELEASE
+    if not re.fullmatch(r"\d+", first):
+        raise UserError(f"{where}: expected 'release' or an iteration number, found {first!r}")
+    return int(first)
+
+
+def read_pointer(folder) -> int | str | None:
+    """What `folder`'s pointer file names, or None when there is none."""
+    pointer = folder / POINTER_FILE
+    if not pointer.is_file():
+        return None
+    return parse_pointer(pointer.read_text(), pointer)
+
+
+def write_pointer(folder: Path, value: int | str) -> None:
+    """Replace the pointer atomically: a reader sees the old value or the new one, never a partial file."""
+    with atomic_output_file(Path(folder) / POINTER_FILE) as f:
+        f.write(pointer_text(value))
+
+
+def checkpoint_dir(folder, value: int | str):
+    return folder / (RELEASE if value == RELEASE else iteration_name(int(value)))
+
+
+# -- DCP training iterations -----------------------------------------------------------------------------
+def check_dcp_complete(folder: Path) -> None:
+    if not (folder / ".metadata").is_file():
+        raise UserError(f"{folder}: incomplete DCP checkpoint (no .metadata); it was probably interrupted while saving")
+
+
+def latest_iteration(save_path) -> int | None:
+    """The iteration a training folder's pointer names, if its checkpoint is complete (has .metadata)."""
+    value = read_pointer(Path(save_path))
+    if value is None:
+        return None
+    if value == RELEASE:
+        raise UserError(f"{Path(save_path) / POINTER_FILE}: expected an iteration number of a training run, "
+                        "found 'release' (a converted checkpoint, not a training folder)")
+    check_dcp_complete(iteration_dir(Path(save_path), value))
+    return value
+
+
+def training_iteration(save_path: Path, iteration: str | int | None) -> Path:
+    """The DCP folder of `iteration` (a number, or None / 'latest' for the pointer's) in a training folder."""
+    if not save_path.is_dir():
+        raise UserError(f"--source {save_path}: no such training output folder")
+    if iteration in (None, "latest"):
+        iteration = latest_iteration(save_path)
+        if iteration is None:
+            raise UserError(f"--source {save_path}: no {POINTER_FILE} (no complete checkpoint yet); pass --iteration N")
+    try:
+        step = int(iteration)
+    except ValueError:
+        raise UserError(f"--iteration must be a number or 'latest', got {iteration!r}") from None
+    folder = iteration_dir(save_path, step)
+    if not folder.is_dir():
+        have = [iteration_name(s) for s in iteration_steps(save_path)]
+        raise UserError(f"--source {save_path}: no checkpoint for iteration {step} (have: {', '.join(have) or 'none'})")
+    check_dcp_complete(folder)
+    return folder
+
+
+class DcpModelReader:
+    """Model tensors of a DCP training checkpoint, read one at a time (the optimizer state is never touched)."""
+
+    MODEL_PREFIX = "model."
+
+    def __init__(self, folder: Path):
+        from torch.distributed.checkpoint import FileSystemReader
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        self.folder = folder
+        self.reader_cls = FileSystemReader
+        try:
+            metadata = FileSystemReader(str(folder)).read_metadata()
+        except Exception as exc:
+            raise UserError(f"{folder}: cannot read the DCP metadata ({type(exc).__name__}: {exc})") from None
+        self.metas = {}
+        for key, md in metadata.state_dict_metadata.items():
+            if key.startswith(self.MODEL_PREFIX) and isinstance(md, TensorStorageMetadata):
+                dtype = md.properties.dtype
+                self.metas[key[len(self.MODEL_PREFIX):]] = TensorMeta(
+                    dtype, tuple(md.size), int(torch.Size(md.size).numel()) * dtype.itemsize)
+        if not self.metas:
+            raise UserError(f"{folder}: no model tensors in this DCP checkpoint")
+
+    def read(self, name: str) -> torch.Tensor:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
+        meta = self.metas[name]
+        state = {"model": {name: torch.empty(meta.shape, dtype=meta.dtype)}}
+        dcp.load(state, storage_reader=self.reader_cls(str(self.folder)),
+                 planner=DefaultLoadPlanner(allow_partial_load=True), no_dist=True)
+        return state["model"][name]
+
+
+# -- mm release folders ------------------------------------------------------------------------------------
+def mm_checkpoint_dir(loc, iteration: str | None = None):
+    """The release/ or iter_NNNNNNN/ folder of an mm folder (from its pointer file, else the newest)."""
+    value = iteration
+    if value is None:
+        value = read_pointer(loc)
+    if value is None:
+        if (loc / RELEASE).is_dir():
+            value = RELEASE
+        else:
+            iters = sorted(d.name for d in loc.glob("iter_*") if ITERATION_NAME.fullmatch(d.name))
+            if not iters:
+                raise UserError(f"{loc}: no release/ or iter_*/ folder")
+            value = int(ITERATION_NAME.fullmatch(iters[-1]).group(1))
+    elif isinstance(value, str) and value != RELEASE:
+        value = int(m.group(1)) if (m := ITERATION_NAME.fullmatch(value)) else parse_pointer(value, loc / POINTER_FILE)
+    folder = checkpoint_dir(loc, value)
+    if not folder.is_dir():
+        raise UserError(f"{loc}: {POINTER_FILE} names {folder.name}, which does not exist")
+    return folder
+
+
+def write_mm_release(folder: Path, config, metas: dict[str, TensorMeta], read: Callable[[str], torch.Tensor],
+                     fmt: str, max_shard: int, progress: Callable[[int], None],
+                     write_bytes: Callable[[str, object], None] | None = None) -> None:
+    """An mm folder in `folder` (a fresh temporary folder): config.json, release/ with the tensors in natural
+    order (sharded safetensors, or MindSpeed-MM's one torch.save with fmt 'mm-pt'), and the pointer last."""
+    (folder / "config.json").write_text(json.dumps(config.to_diffusers(), indent=2) + "\n")
+    release = folder / RELEASE
+    release.mkdir()
+    names = sorted(metas, key=natural_key)
+    if fmt == "mm-pt":
+        state = {}
+        for name in names:
+            state[name] = read(name)
+            progress(metas[name].nbytes)
+        (release / "mp_rank_00").mkdir()
+        torch.save({"model": state}, release / MM_PT)
+    else:
+        write_sharded(release, [(n, metas[n]) for n in names], write_bytes or tensor_bytes_writer(read, metas),
+                      "model", MM_INDEX, max_shard, progress=progress)
+    write_pointer(folder, RELEASE)  # last: a folder with a pointer is complete
