@@ -1,4 +1,4 @@
-"""The demo dataset: the seed's data.json / data.txt formats, real mp4 files readable by both decoders."""
+"""The demo dataset: MindSpeed-MM's data.json / data.txt formats, real mp4 files readable by both decoders."""
 import json
 import subprocess
 import sys

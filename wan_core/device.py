@@ -1,4 +1,4 @@
-"""Device and backend selection: the one place that knows about NPU / CUDA / CPU.
+"""Device, dtype and backend selection: the one place that knows about NPU / CUDA / CPU.
 
 `torch_npu` is optional; it is imported only when installed, and only here.
 """
@@ -42,3 +42,12 @@ def default_device(local_rank: int = 0) -> torch.device:
 def distributed_backend(kind: str | None = None) -> str:
     """Collective backend for an accelerator type: hccl (NPU), nccl (CUDA), gloo (CPU)."""
     return {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}[kind or accelerator_type()]
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def compute_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """The compute dtype a config or command names; None means the device's default: fp32 on the CPU
+    (exact, comparable with references), bf16 on accelerators (what Wan2.2 is trained and served in)."""
+    return DTYPES[name or ("fp32" if device.type == "cpu" else "bf16")]

@@ -94,3 +94,17 @@ def first_frame_condition(vae: VideoVAE, first_frames: torch.Tensor, num_frames:
     mask = torch.cat([mask[:, :, :1].repeat_interleave(vae.temporal, dim=2), mask[:, :, 1:]], dim=2)
     mask = mask.view(b, -1, vae.temporal, lh, lw).transpose(1, 2)
     return torch.cat([mask, latent], dim=1)
+
+
+def clean_first_frame(latents: torch.Tensor, first_frame: torch.Tensor, t: torch.Tensor, keep, patch: int):
+    """TI2V-5B first-frame conditioning (diffusers' `expand_timesteps`), shared by training and sampling:
+    where `keep` [B] is true, latent frame 0 is the clean first-frame latent and its tokens get timestep 0.
+    latents [B, z, T, h, w]; first_frame [B, z, >=1, h, w]; t [B]. Returns (x, per-token timesteps [B, T*h*w/p^2])."""
+    b, _, frames, h, w = latents.shape
+    frame_tokens = (h // patch) * (w // patch)
+    keep = torch.as_tensor(keep, dtype=torch.bool, device=latents.device)
+    x = latents.clone()
+    x[:, :, :1] = torch.where(keep.view(-1, 1, 1, 1, 1), first_frame[:, :, :1].to(x.dtype), latents[:, :, :1])
+    timestep = t.float().reshape(-1, 1).expand(b, frames * frame_tokens).clone()
+    timestep[:, :frame_tokens] = torch.where(keep[:, None], 0.0, timestep[:, :frame_tokens])
+    return x, timestep

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from wan_core.checkpoint_layout import TRAINER_STATE, DcpModelReader, training_iteration, write_mm_release
+from wan_core import device
 from wan_core.errors import UserError
 from wan_core.model.config import WanConfig
 from wan_core.model.variants import EXPERT_SLOT, expert_slot
@@ -23,7 +24,7 @@ from wan_core.storage import output_dir
 from wan_core.weights.layouts import infer_config
 from wan_core.weights.safetensors_io import TensorMeta, parse_size
 
-DTYPES = {"keep": None, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {"keep": None, **device.DTYPES}
 BASE_PARTS = ("vae", "text_encoder", "tokenizer", "scheduler")
 
 

@@ -50,18 +50,22 @@ def validate_dataset_step(data_txt: str, manifest_out: str, report_md: Path, rep
 
 
 def train_config(p: dict) -> dict:
-    """A training config (the keys of wan_core.train.config.TrainConfig) from the pipeline's typed parameters."""
-    return {
-        "model": {"from_pretrained": p["base_model"], "variant": p["variant"], "task": p.get("task") or None,
-                  "expert": p.get("expert") or None},
-        "save_path": p["save_path"],
-        "load_path": p.get("load_path") or None,
-        "data": {"manifest": p["manifest"], "num_frames": p["num_frames"], "height": p["height"], "width": p["width"],
-                 "fps": float(p["fps"])},
-        "train": {"iters": p["iters"], "save_interval": p["save_interval"], "micro_batch_size": p["micro_batch_size"],
-                  "lr": float(p["lr"]), "dtype": p["dtype"]},
-        "parallel": {"cp": p["cp"], "cp_algo": p["cp_algo"], "ulysses_degree": int(p.get("ulysses_degree") or 0) or None},
-    }
+    """The training config from the pipeline's typed parameters, built as a `TrainConfig` (the one schema:
+    a field the trainer does not have cannot be set here)."""
+    from wan_core.train.config import DataSection, ModelSection, ParallelSection, TrainConfig, TrainSection
+
+    return TrainConfig(
+        model=ModelSection(from_pretrained=p["base_model"], variant=p["variant"], task=p.get("task") or None,
+                           expert=p.get("expert") or None),
+        save_path=p["save_path"],
+        load_path=p.get("load_path") or None,
+        data=DataSection(manifest=p["manifest"], num_frames=p["num_frames"], height=p["height"], width=p["width"],
+                         fps=float(p["fps"])),
+        train=TrainSection(iters=p["iters"], save_interval=p["save_interval"], micro_batch_size=p["micro_batch_size"],
+                           lr=float(p["lr"]), dtype=p["dtype"]),
+        parallel=ParallelSection(cp=p["cp"], cp_algo=p["cp_algo"], ulysses_degree=int(p.get("ulysses_degree") or 0)
+                                 or None),
+    ).to_dict()
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:

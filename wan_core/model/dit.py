@@ -69,19 +69,19 @@ class Attention(nn.Module):
         k = self.k_norm(self.proj_k(context)).unflatten(2, (self.num_heads, -1))
         return k, self.proj_v(context).unflatten(2, (self.num_heads, -1))
 
-    def forward(self, x, context=None, rope=None, kv_mask=None, kv=None):
+    def forward(self, x, context=None, rope=None, kv=None):
         q = self.q_norm(self.proj_q(x)).unflatten(2, (self.num_heads, -1))
         k, v = kv if kv is not None else self.key_value(x if context is None else context)
         if rope is not None:
             q, k = kernels.apply_rope(q, rope), kernels.apply_rope(k, rope)
-        out = self.attend(q, k, v, kv_mask)
+        out = self.attend(q, k, v)
         return self.proj_out(out.flatten(2).type_as(q))
 
-    def attend(self, q, k, v, kv_mask):
+    def attend(self, q, k, v):
         """The one call into the attention kernel (or into context parallelism, which calls it)."""
         if self.context_parallel is not None:
-            return self.context_parallel.attention(q, k, v, kv_mask)
-        return kernels.attention(q, k, v, kv_mask)
+            return self.context_parallel.attention(q, k, v)
+        return kernels.attention(q, k, v)
 
 
 def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -99,7 +99,7 @@ class WanBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
                                  nn.Linear(cfg.ffn_dim, cfg.dim))
 
-    def forward(self, x, context, e0, rope, kv_mask=None, context_kv=None):
+    def forward(self, x, context, e0, rope, context_kv=None):
         # e0: [B, 6, C] or per-token [B, L, 6, C]; modulation math in fp32
         mod = (self.modulation + e0.float()) if e0.ndim == 3 else (self.modulation[None] + e0.float())
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod.unbind(-2)
@@ -107,7 +107,7 @@ class WanBlock(nn.Module):
             shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (
                 m[:, None] for m in (shift_a, scale_a, gate_a, shift_f, scale_f, gate_f))
         h = (_layer_norm(x, self.eps) * (1 + scale_a) + shift_a).type_as(x)
-        x = (x.float() + self.self_attn(h, rope=rope, kv_mask=kv_mask) * gate_a).type_as(x)
+        x = (x.float() + self.self_attn(h, rope=rope) * gate_a).type_as(x)
         x = x + self.cross_attn(self.norm3(x).type_as(x), context, kv=context_kv)
         h = (_layer_norm(x, self.eps) * (1 + scale_f) + shift_f).type_as(x)
         return (x.float() + self.ffn(h).float() * gate_f).type_as(x)
@@ -235,8 +235,7 @@ class WanDiT(nn.Module):
         return F.linear(patches.to(conv.weight.dtype), conv.weight.flatten(1), conv.bias)
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
-                encoder_hidden_states: "torch.Tensor | PreparedContext",
-                kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+                encoder_hidden_states: "torch.Tensor | PreparedContext") -> torch.Tensor:
         cfg = self.config
         b, _, t, h, w = hidden_states.shape
         pt, ph, pw = cfg.patch_size
@@ -269,9 +268,9 @@ class WanDiT(nn.Module):
 
         for i, (block, kv) in enumerate(zip(self.blocks, kvs)):
             if self.checkpoint_every and torch.is_grad_enabled() and i % self.checkpoint_every == 0:
-                x = torch.utils.checkpoint.checkpoint(block, x, context, e0, rope, kv_mask, kv, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, context, e0, rope, kv, use_reentrant=False)
             else:
-                x = block(x, context, e0, rope, kv_mask, context_kv=kv)
+                x = block(x, context, e0, rope, context_kv=kv)
 
         x = self.head(x, e)
         if cp is not None:

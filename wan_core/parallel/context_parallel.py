@@ -82,7 +82,7 @@ class ContextParallel:
             self._mask[:, :length] = True
 
     # -- attention ---------------------------------------------------------------------------------
-    def attention(self, q, k, v, kv_mask=None):
+    def attention(self, q, k, v):
         """Self-attention over the whole (padded) sequence for this rank's query chunk [B, Lc, H, D]."""
         mask = self._mask
         if self.u > 1:

@@ -67,8 +67,8 @@ def node_env(env=None) -> NodeEnv:
     """How many nodes, which one this is, and where the rendezvous is, whatever launched the pod."""
     env = os.environ if env is None else env
     if "PET_NNODES" in env or "PET_NODE_RANK" in env:  # Trainer v2, PyTorchJob (v1 also sets RANK = node)
-        nnodes = env.get("PET_NNODES", "1").split(":")[-1]  # elastic "min:max"
-        return NodeEnv(int(nnodes), int_var(env, "PET_NODE_RANK", int_var(env, "RANK", 0)),
+        nnodes = int_var({"PET_NNODES": env.get("PET_NNODES", "1").split(":")[-1]}, "PET_NNODES", 1)  # elastic min:max
+        return NodeEnv(nnodes, int_var(env, "PET_NODE_RANK", int_var(env, "RANK", 0)),
                        int_var(env, "PET_NPROC_PER_NODE"),
                        env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR"),
                        int_var(env, "PET_MASTER_PORT", int_var(env, "MASTER_PORT")),

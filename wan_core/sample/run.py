@@ -15,7 +15,6 @@ from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir, check_output_dir
 from wan_core.sample.model_folder import WAN_NEGATIVE_PROMPT, read_model_folder
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass
@@ -176,10 +175,10 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     from wan_core.sample.sampler import SampleRequest, WanSampler
 
     rank, world = worker
-    from wan_core.device import default_device
+    from wan_core.device import compute_dtype, default_device
 
     device = default_device(rank)
-    dtype = DTYPES[job.dtype or ("fp32" if device.type == "cpu" else "bf16")]
+    dtype = compute_dtype(job.dtype, device)
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
                          offload_inactive_expert=job.offload_inactive_expert)
     mine = list(range(rank, len(prompts), world))

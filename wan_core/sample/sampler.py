@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wan_core.encoders import TextEncoder, VideoVAE, first_frame_condition
+from wan_core.encoders import TextEncoder, VideoVAE, clean_first_frame, first_frame_condition
 from wan_core.errors import UserError
 from wan_core.sample.model_folder import ModelFolder, read_model_folder
 
@@ -173,24 +173,21 @@ class WanSampler:
                 prepared[index] = (expert.prepare_context(positive),
                                    None if negative is None else expert.prepare_context(negative))
             return prepared[index]
-        condition, first_frame_mask = None, None
+        condition, clean_first = None, False
         has_images = [r.image is not None for r in requests]
         if any(has_images):
             if not all(has_images):
                 raise UserError("a batch mixes prompts with and without images")
             condition = self.image_condition([r.image for r in requests], settings)
-            if self.folder.expand_timesteps:
-                first_frame_mask = torch.ones_like(latents[:1, :1])
-                first_frame_mask[:, :, 0] = 0
+            clean_first = self.folder.expand_timesteps
         else:
             self.folder.spec.sampling_task(has_images=False)  # refuses a variant that needs an image
         scheduler = self.make_scheduler(settings)
         for step, t in enumerate(scheduler.timesteps):
             index, guidance = self._expert_for(t, settings)
             self._place_experts(index)
-            if first_frame_mask is not None:  # 5B ti2v: clean first frame, per-token timestep 0 there
-                x = (1 - first_frame_mask) * condition + first_frame_mask * latents
-                timestep = (first_frame_mask[0, 0, :, ::self.patch, ::self.patch] * t).flatten().expand(b, -1)
+            if clean_first:  # 5B ti2v: clean first frame, per-token timestep 0 there
+                x, timestep = clean_first_frame(latents, condition, t.expand(b), [True] * b, self.patch)
             elif condition is not None:  # A14B i2v: channel concat
                 x = torch.cat([latents, condition], dim=1)
                 timestep = t.expand(b)
@@ -207,8 +204,8 @@ class WanSampler:
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
             if on_step:
                 on_step(step, int(t), index)
-        if first_frame_mask is not None:
-            latents = (1 - first_frame_mask) * condition + first_frame_mask * latents
+        if clean_first:
+            latents = clean_first_frame(latents, condition, t.expand(b), [True] * b, self.patch)[0]
         return latents
 
     def decode(self, latents: torch.Tensor, settings: SampleSettings) -> np.ndarray:

@@ -51,7 +51,7 @@ def provenance(cfg: TrainConfig, manifest_digest: str | None) -> dict:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
-        from wan_core.device import default_device
+        from wan_core.device import compute_dtype, default_device
         from wan_core.parallel.mesh import ParallelDims
 
         self.cfg = cfg
@@ -73,7 +73,7 @@ class Trainer:
             self.save_path = Path(cfg.save_path)
         rank = torch.distributed.get_rank() if is_distributed() else 0
         self.dp_rank, self.dp_size = rank // self.dims.cp, self.dims.dp
-        self.compute_dtype = torch.bfloat16 if cfg.train.dtype == "bf16" else torch.float32
+        self.compute_dtype = compute_dtype(cfg.train.dtype, self.device)
         self.variant = variants.get(cfg.model.variant)
         self.lo, self.hi = self.variant.index_range(cfg.model.expert)
         self.entries, self.manifest_digest, self.features = self.build_data_source()
@@ -191,13 +191,12 @@ class Trainer:
             timestep = t
             loss_mask = torch.ones_like(x0[:, :1])
             if cfg.model.task == "ti2v":
-                frame_tokens = (x0.shape[3] // 2) * (x0.shape[4] // 2)
-                timestep = t[:, None].expand(-1, x0.shape[2] * frame_tokens).clone()
-                for b, use_first in enumerate(draws["first"]):
-                    if use_first:
-                        x_t[b, :, 0] = x0[b, :, 0]  # the clean conditioning frame
-                        timestep[b, :frame_tokens] = 0.0
-                        if cfg.data.ti2v_loss == "exclude_first_frame":
+                from wan_core.encoders import clean_first_frame
+
+                x_t, timestep = clean_first_frame(x_t, x0, t, draws["first"], self.variant.patch)
+                if cfg.data.ti2v_loss == "exclude_first_frame":
+                    for b, use_first in enumerate(draws["first"]):
+                        if use_first:
                             loss_mask[b, :, 0] = 0.0
             model_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
         autocast = self.compute_dtype == torch.bfloat16 and not is_distributed()  # FSDP casts parameters itself

@@ -1,3 +1,0 @@
-from components.cache_features.component import cache_features
-
-__all__ = ["cache_features"]
