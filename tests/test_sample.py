@@ -97,9 +97,9 @@ def write_lines(path, lines):
     return str(path)
 
 
-def cli(*args):
+def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "wan_core", "sample", *args], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, cwd=cwd)
 
 
 def test_cli_outputs_numbering_seeds_and_nproc(tmp_path, tiny_checkpoints):
@@ -152,22 +152,45 @@ def test_replacing_transformers_with_mm_checkpoints(tmp_path, tiny_checkpoints):
 
 
 def test_mindspeed_inference_config(tmp_path, tiny_checkpoints):
+    """MindSpeed-MM's inference_model.json: paths against the working folder, and every sampling key honoured."""
     folder = tiny_checkpoints["i2v-a14b"]
-    make_image().save(tmp_path / "input.jpg")
+    make_image(size=(32, 96)).save(tmp_path / "input.jpg")  # a wide image: the video keeps its aspect ratio
     write_lines(tmp_path / "prompts.txt", ["a cat on a sofa"])
     write_lines(tmp_path / "images.txt", ["input.jpg"])
     config = {"prompt": "prompts.txt", "image": "images.txt", "save_path": "samples/", "dtype": "fp32",
-              "pipeline_config": {"input_size": [5, 16, 16], "cpu_offload": True},
+              "pipeline_config": {"input_size": [5, 32, 32], "cpu_offload": True}, "boundary_ratio": 0.95,
+              "fps": 16, "frame_interval": 2, "num_inference_videos_per_sample": 2, "use_prompt_preprocess": False,
               "ae": {"from_pretrained": str(folder / "vae")}, "tokenizer": {"from_pretrained": str(folder / "tokenizer")},
               "low_noise_predictor": str(folder / "transformer_2"),
-              "diffusion": {"num_inference_steps": 3, "guidance_scale": [4.0, 3.0], "flow_shift": 3.0}}
-    (tmp_path / "inference_model.json").write_text(json.dumps(config))
-    r = cli("--config", str(tmp_path / "inference_model.json"))
+              "diffusion": {"model_id": "UniPCMultistepScheduler", "num_inference_steps": 3,
+                            "guidance_scale": [4.0, 3.0], "flow_shift": 3.0, "solver_order": 1, "num_train_steps": 1000,
+                            "prediction_type": "flow_prediction", "use_flow_sigmas": True}}
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "inference_model.json").write_text(json.dumps(config))
+    r = cli("--config", "conf/inference_model.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    index = json.loads((tmp_path / "samples" / "samples.json").read_text())
-    assert index["settings"]["size"] == [5, 16, 16] and index["settings"]["guidance"] == [4.0, 3.0]
-    assert index["settings"]["steps"] == 3 and index["samples"][0]["image"] == "input.jpg"
-    assert (tmp_path / "samples" / "0000.mp4").is_file()
+    index = json.loads((tmp_path / "samples" / "samples.json").read_text())  # not under conf/
+    settings = index["settings"]
+    assert settings["size"] == [5, 32, 32] and settings["guidance"] == [4.0, 3.0] and settings["steps"] == 3
+    assert settings["fps"] == 8 and settings["boundary_ratio"] == 0.95 and settings["videos_per_prompt"] == 2
+    assert settings["scheduler_overrides"]["solver_order"] == 1
+    assert [(s["prompt"], s["seed"], s["size"]) for s in index["samples"]] == [("a cat on a sofa", 0, [5, 16, 48]),
+                                                                           ("a cat on a sofa", 1, [5, 16, 48])]
+    assert index["samples"][0]["image"] == "input.jpg" and (tmp_path / "samples" / "0001.mp4").is_file()
+    for bad, message in [({"use_prompt_preprocess": True}, "use_prompt_preprocess"),
+                         ({"diffusion": {"model_id": "DDIMScheduler"}}, "DDIMScheduler"),
+                         ({"diffusion": {"solver_oder": 2}}, "solver_oder")]:
+        (tmp_path / "bad.json").write_text(json.dumps({**config, **bad, "save_path": "bad/"}))
+        r = cli("--config", "bad.json", cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and not (tmp_path / "bad").exists(), r.stderr
+
+
+def test_boundary_ratio_setting_moves_the_expert_switch(tiny_checkpoints):
+    sampler = WanSampler(tiny_checkpoints["t2v-a14b"])
+    settings = SampleSettings(frames=5, height=16, width=16, steps=3, guidance=4.0, guidance_2=3.0, negative_prompt="")
+    t = torch.tensor(700.0)
+    assert sampler._expert_for(t, settings)[0] == 1  # the folder's 0.875: t 700 is the low-noise expert's
+    assert sampler._expert_for(t, dataclass_replace(settings, boundary_ratio=0.5))[0] == 0
 
 
 def test_bad_inputs(tmp_path, tiny_checkpoints):

@@ -96,15 +96,21 @@ def first_frame_condition(vae: VideoVAE, first_frames: torch.Tensor, num_frames:
     return torch.cat([mask, latent], dim=1)
 
 
+def first_frame_timesteps(t: torch.Tensor, latent_shape, patch: int, keep) -> torch.Tensor:
+    """Per-token timesteps [B, T*h*w/p^2]: t everywhere, 0 on latent frame 0's tokens where `keep` [B] is true."""
+    b, _, frames, h, w = latent_shape
+    frame_tokens = (h // patch) * (w // patch)
+    keep = torch.as_tensor(keep, dtype=torch.bool, device=t.device)
+    timestep = t.float().reshape(-1, 1).expand(b, frames * frame_tokens).clone()
+    timestep[:, :frame_tokens] = torch.where(keep[:, None], 0.0, timestep[:, :frame_tokens])
+    return timestep
+
+
 def clean_first_frame(latents: torch.Tensor, first_frame: torch.Tensor, t: torch.Tensor, keep, patch: int):
     """TI2V-5B first-frame conditioning (diffusers' `expand_timesteps`), shared by training and sampling:
     where `keep` [B] is true, latent frame 0 is the clean first-frame latent and its tokens get timestep 0.
-    latents [B, z, T, h, w]; first_frame [B, z, >=1, h, w]; t [B]. Returns (x, per-token timesteps [B, T*h*w/p^2])."""
-    b, _, frames, h, w = latents.shape
-    frame_tokens = (h // patch) * (w // patch)
-    keep = torch.as_tensor(keep, dtype=torch.bool, device=latents.device)
+    latents [B, z, T, h, w]; first_frame [B, z, >=1, h, w]; t [B]. Returns (x, per-token timesteps)."""
+    keep_mask = torch.as_tensor(keep, dtype=torch.bool, device=latents.device).view(-1, 1, 1, 1, 1)
     x = latents.clone()
-    x[:, :, :1] = torch.where(keep.view(-1, 1, 1, 1, 1), first_frame[:, :, :1].to(x.dtype), latents[:, :, :1])
-    timestep = t.float().reshape(-1, 1).expand(b, frames * frame_tokens).clone()
-    timestep[:, :frame_tokens] = torch.where(keep[:, None], 0.0, timestep[:, :frame_tokens])
-    return x, timestep
+    x[:, :, :1] = torch.where(keep_mask, first_frame[:, :, :1].to(x.dtype), latents[:, :, :1])
+    return x, first_frame_timesteps(t.to(latents.device), latents.shape, patch, keep)

@@ -38,6 +38,9 @@ class SampleJob:
     save_array: bool = False
     overwrite: bool = False
     fps: int | None = None
+    boundary_ratio: float | None = None  # None: the model folder's model_index.json
+    scheduler_overrides: dict | None = None  # UniPC scheduler config keys (MindSpeed-MM's diffusion block)
+    videos_per_prompt: int = 1  # MindSpeed-MM's num_inference_videos_per_sample: seeds seed+i for i in order
 
 
 def read_lines(path: str, what: str) -> list[str]:
@@ -74,22 +77,43 @@ def load_images(images_file: str, count: int) -> tuple[list, list[str]]:
     return images, paths
 
 
+# inference_model.json keys handled elsewhere or carrying no sampling setting
+MM_DIFFUSION_HANDLED = {"model_id", "num_inference_steps", "guidance_scale", "flow_shift", "num_train_steps"}
+
+
+def _mm_scheduler_overrides(diffusion: dict, src: str) -> dict:
+    """UniPCMultistepScheduler settings from MindSpeed-MM's `diffusion` block (checked against its signature)."""
+    import inspect
+
+    from diffusers import UniPCMultistepScheduler
+
+    model_id = diffusion.get("model_id", "UniPCMultistepScheduler")
+    if model_id != "UniPCMultistepScheduler":
+        raise UserError(f"{src}: diffusion.model_id {model_id!r} is not supported; Wan2.2 samples with "
+                        "UniPCMultistepScheduler (the released pipelines' scheduler)")
+    known = set(inspect.signature(UniPCMultistepScheduler.__init__).parameters) - {"self"}
+    overrides = {k: v for k, v in diffusion.items() if k not in MM_DIFFUSION_HANDLED}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UserError(f"{src}: diffusion.{unknown[0]} is not a setting of UniPCMultistepScheduler")
+    if "num_train_steps" in diffusion:
+        overrides["num_train_timesteps"] = get_field(diffusion, "num_train_steps", int, f"{src}: diffusion")
+    return overrides
+
+
 def from_mindspeed_config(path: str) -> SampleJob:
-    """A SampleJob from MindSpeed-MM's inference_model.json (paths relative to the file, else to the cwd)."""
+    """A SampleJob from MindSpeed-MM's inference_model.json. Relative paths resolve against the working folder,
+    as MindSpeed-MM resolves them (its examples run from the MindSpeed-MM root)."""
     try:
         cfg = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"--config {path}: cannot read JSON ({exc})") from None
-    base = Path(path).absolute().parent
     if not isinstance(cfg, dict):
         raise UserError(f"--config {path}: expected a JSON object at the top level")
     src = f"--config {path}"
 
     def resolve(p):
-        if p is None:
-            return None
-        cand = base / p
-        return str(cand if cand.exists() or not Path(p).exists() else Path(p))
+        return None if p is None else str(Path(p).absolute())
 
     model = get_field(cfg, "from_pretrained", str, src)
     if model is None:
@@ -101,10 +125,17 @@ def from_mindspeed_config(path: str) -> SampleJob:
     if model is None or not get_field(cfg, "prompt", str, src) or not get_field(cfg, "save_path", str, src):
         raise UserError(f"--config {path}: needs from_pretrained (or ae/tokenizer/text_encoder.from_pretrained), "
                         "prompt (a prompts file) and save_path")
+    if get_field(cfg, "use_prompt_preprocess", bool, src, False):
+        raise UserError(f"{src}: use_prompt_preprocess true is not supported (prompts are encoded as written); "
+                        "set it to false, as MindSpeed-MM's Wan2.2 examples do")
     size = get_int_list(cfg, "pipeline_config.input_size", 3, src) or get_int_list(cfg, "input_size", 3, src)
     guidance = get_field(cfg, "diffusion.guidance_scale", (float, list), src)
     if isinstance(guidance, list) and not all(isinstance(g, (int, float)) for g in guidance):
         raise UserError(f"{src}: diffusion.guidance_scale must be a number or a list of numbers, got {guidance!r}")
+    fps = get_field(cfg, "fps", int, src)
+    frame_interval = get_field(cfg, "frame_interval", int, src, 1)
+    if frame_interval < 1:
+        raise UserError(f"{src}: frame_interval must be at least 1, got {frame_interval}")
     predictor = get_field(cfg, "predictor.from_pretrained", str, src)
     return SampleJob(
         model=resolve(model), prompts=resolve(cfg["prompt"]), output=resolve(cfg["save_path"]),
@@ -112,10 +143,13 @@ def from_mindspeed_config(path: str) -> SampleJob:
         steps=get_field(cfg, "diffusion.num_inference_steps", int, src),
         guidance=None if guidance is None else [float(g) for g in (guidance if isinstance(guidance, list) else [guidance])],
         flow_shift=get_field(cfg, "diffusion.flow_shift", float, src), dtype=get_field(cfg, "dtype", str, src),
-        fps=get_field(cfg, "fps", int, src), transformer=resolve(predictor),
-        transformer_2=resolve(get_field(cfg, "low_noise_predictor", str, src)),
+        fps=None if fps is None else max(1, fps // frame_interval),  # MindSpeed-MM saves at fps // frame_interval
+        transformer=resolve(predictor), transformer_2=resolve(get_field(cfg, "low_noise_predictor", str, src)),
         seed=get_field(cfg, "seed", int, src, 0), negative_prompt=get_field(cfg, "negative_prompt", str, src),
-        offload_inactive_expert=get_field(cfg, "pipeline_config.cpu_offload", bool, src, False))
+        offload_inactive_expert=get_field(cfg, "pipeline_config.cpu_offload", bool, src, False),
+        boundary_ratio=get_field(cfg, "boundary_ratio", float, src),
+        scheduler_overrides=_mm_scheduler_overrides(get_field(cfg, "diffusion", dict, src, {}), src),
+        videos_per_prompt=get_field(cfg, "num_inference_videos_per_sample", int, src, 1))
 
 
 def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: bool = True) -> Path:
@@ -130,6 +164,12 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
     if not prompts:
         raise UserError(f"prompts file {job.prompts} has no prompts")
     images, image_paths = load_images(job.images, len(prompts)) if job.images else ([None] * len(prompts),) * 2
+    if job.videos_per_prompt < 1:
+        raise UserError(f"videos per prompt must be at least 1, got {job.videos_per_prompt}")
+    prompts, images, image_paths = ([x for x in items for _ in range(job.videos_per_prompt)]
+                                    for items in (prompts, images, image_paths))
+    if job.boundary_ratio is not None and not 0.0 < job.boundary_ratio < 1.0:
+        raise UserError(f"boundary_ratio must be between 0 and 1, got {job.boundary_ratio}")
     task = folder.spec.sampling_task(bool(job.images))
     guidance = job.guidance or [g for g in defaults.guidance if g is not None]
     if len(guidance) == 2 and not folder.two_experts:
@@ -143,13 +183,16 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
     settings = SampleSettings(frames=frames, height=height, width=width, steps=job.steps or defaults.steps,
                               guidance=guidance[0], guidance_2=guidance[1] if len(guidance) == 2 else None,
                               negative_prompt=WAN_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt,
-                              flow_shift=job.flow_shift)
+                              flow_shift=job.flow_shift, boundary_ratio=job.boundary_ratio,
+                              scheduler_overrides=dict(job.scheduler_overrides or {}))
     fps = job.fps or defaults.fps
     output = Path(job.output)
     summary = {"model": str(Path(job.model).absolute()), "variant": folder.variant, "task": task,
                "size": [frames, height, width], "steps": settings.steps, "guidance": guidance,
                "flow_shift": job.flow_shift, "negative_prompt": settings.negative_prompt, "seed": job.seed,
-               "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2}
+               "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2,
+               "boundary_ratio": folder.boundary_ratio if job.boundary_ratio is None else job.boundary_ratio,
+               "scheduler_overrides": job.scheduler_overrides or {}, "videos_per_prompt": job.videos_per_prompt}
 
     title = f"wan22 samples: {folder.variant} {task}"
     if worker is not None:  # a --nproc worker: its share, into the parent's temporary folder
@@ -172,7 +215,7 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     from tqdm import tqdm
 
     from wan_core.sample.outputs import gif_data_uri, save_sample
-    from wan_core.sample.sampler import SampleRequest, WanSampler
+    from wan_core.sample.sampler import SampleRequest, WanSampler, conditioning_size
 
     rank, world = worker
     from wan_core.device import compute_dtype, default_device
@@ -185,15 +228,27 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     records, previews = [], {}
     bar = tqdm(total=len(mine), desc=f"sampling{'' if world == 1 else f' [{rank}/{world}]'}", unit="video",
                disable=not progress, file=sys.stderr)
-    for start in range(0, len(mine), job.batch_size):
-        batch = mine[start:start + job.batch_size]
+    multiple = folder.vae_spatial * folder.patch
+    # an image keeps its aspect ratio: the video takes the image's shape at the requested area
+    sizes = {i: (settings.height, settings.width) if images[i] is None else
+             conditioning_size(images[i].size, settings.height, settings.width, multiple) for i in mine}
+    batches = []
+    for i in mine:  # consecutive prompts of one size share a batch
+        if batches and len(batches[-1]) < job.batch_size and sizes[batches[-1][0]] == sizes[i]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    for batch in batches:
+        height, width = sizes[batch[0]]
+        batch_settings = dataclasses.replace(settings, height=height, width=width)
         requests = [SampleRequest(prompts[i], job.seed + i, images[i]) for i in batch]
         steps = tqdm(total=settings.steps, desc="steps", leave=False, disable=not progress, file=sys.stderr)
-        videos = sampler(requests, settings, on_step=lambda *_: steps.update())
+        videos = sampler(requests, batch_settings, on_step=lambda *_: steps.update())
         steps.close()
         for i, frames_i in zip(batch, videos):
             files = save_sample(output, i, frames_i, fps, job.save_array)
-            records.append({"index": i, "prompt": prompts[i], "image": image_paths[i], "seed": job.seed + i, **files})
+            records.append({"index": i, "prompt": prompts[i], "image": image_paths[i], "seed": job.seed + i,
+                            "size": [settings.frames, height, width], **files})
             previews[i] = gif_data_uri(frames_i)
         bar.update(len(batch))
     bar.close()

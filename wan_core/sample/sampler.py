@@ -10,6 +10,7 @@ expert needs to be on the accelerator.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,19 @@ class SampleSettings:
     guidance_2: float | None
     negative_prompt: str
     flow_shift: float | None = None
+    boundary_ratio: float | None = None  # None: the model folder's
+    scheduler_overrides: dict = dataclasses.field(default_factory=dict)  # UniPC config keys (MindSpeed-MM's diffusion)
+
+
+def conditioning_size(image_size: tuple[int, int], height: int, width: int, multiple: int) -> tuple[int, int]:
+    """(height, width) of a video conditioned on an image of (w, h) pixels: the image's aspect ratio at the area
+    height x width, floored to multiples of `multiple` (MindSpeed-MM's WanPipeline.prepare_image_latents;
+    diffusers' Wan I2V example computes the same)."""
+    w, h = image_size
+    area, aspect = height * width, h / w
+    out_h = int(math.sqrt(area * aspect) // multiple * multiple)
+    out_w = int(math.sqrt(area / aspect) // multiple * multiple)
+    return max(out_h, multiple), max(out_w, multiple)
 
 
 def check_size(folder: ModelFolder, frames: int, height: int, width: int) -> None:
@@ -113,7 +127,8 @@ class WanSampler:
         from diffusers import UniPCMultistepScheduler
 
         overrides = {} if settings.flow_shift is None else {"flow_shift": settings.flow_shift}
-        scheduler = UniPCMultistepScheduler.from_config(self.scheduler_config, **overrides)
+        scheduler = UniPCMultistepScheduler.from_config(self.scheduler_config, **{**settings.scheduler_overrides,
+                                                                                 **overrides})
         scheduler.set_timesteps(settings.steps, device=self.device)
         return scheduler
 
@@ -140,7 +155,7 @@ class WanSampler:
         return first_frame_condition(self.vae, pixels, settings.frames)
 
     def _expert_for(self, t: torch.Tensor, settings: SampleSettings):
-        boundary = self.folder.boundary_ratio
+        boundary = self.folder.boundary_ratio if settings.boundary_ratio is None else settings.boundary_ratio
         if boundary is None or len(self.experts) == 1:
             return 0, settings.guidance
         high = t >= boundary * self.scheduler_config.get("num_train_timesteps", 1000)

@@ -1,7 +1,8 @@
 """The training config: one typed file (YAML or JSON), validated up front, `--set a.b=c` overrides.
 
 MindSpeed-MM's own files (dataset config `data.json` + `pretrain_model*.json`) map onto the same keys.
-Relative paths resolve against the config file's folder.
+Relative paths in the project's own files resolve against the config file's folder; in MindSpeed-MM's
+files against the working folder, as MindSpeed-MM resolves them (its examples run from its root).
 """
 from __future__ import annotations
 
@@ -70,12 +71,28 @@ class ParallelSection:
 
 
 @dataclasses.dataclass
+class ObjectiveSection:
+    """The flow-matching objective (MindSpeed-MM's `diffusion` block and `seperated_timestep` map here)."""
+    num_train_timesteps: int = 1000
+    shift: float = 5.0
+    sigma_min: float = 0.0
+    sigma_max: float = 1.0
+    extra_one_step: bool = True
+    # train on indices [int(min * N), int(max * N)); None: the variant's expert range
+    min_timestep_boundary: float | None = None
+    max_timestep_boundary: float | None = None
+    timestep_draw: str = "per_sample"  # or "per_batch": one timestep per micro-batch (MindSpeed-MM)
+    separated_timestep: bool = False  # 5B t2v: frame-0 tokens at t = 0 though frame 0 is noisy (MindSpeed-MM)
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: ModelSection
     save_path: str
     data: DataSection = dataclasses.field(default_factory=DataSection)
     train: TrainSection = dataclasses.field(default_factory=TrainSection)
     parallel: ParallelSection = dataclasses.field(default_factory=ParallelSection)
+    objective: ObjectiveSection = dataclasses.field(default_factory=ObjectiveSection)
     load_path: str | None = None
     allow_random_init: bool = False
 
@@ -207,6 +224,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise UserError(f"config train.{name}: must not be negative, got {getattr(t, name)}")
     if t.dtype not in ("fp32", "bf16"):
         raise UserError(f"config train.dtype: 'fp32' or 'bf16', got {t.dtype!r}")
+    _validate_objective(cfg.objective, spec)
     if p.cp_algo not in CP_ALGOS:
         raise UserError(f"config parallel.cp_algo: one of ulysses, ring, usp (or MindSpeed-MM's "
                         f"ulysses_cp_algo, megatron_cp_algo, hybrid_cp_algo), got {p.cp_algo!r}")
@@ -214,6 +232,28 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if p.cp < 1:
         raise UserError(f"config parallel.cp: must be at least 1, got {p.cp}")
     return cfg
+
+
+def _validate_objective(o: ObjectiveSection, spec) -> None:
+    if o.num_train_timesteps < 2:
+        raise UserError(f"config objective.num_train_timesteps: must be at least 2, got {o.num_train_timesteps}")
+    if o.shift <= 0:
+        raise UserError(f"config objective.shift: must be positive, got {o.shift}")
+    if not 0.0 <= o.sigma_min < o.sigma_max <= 1.0:
+        raise UserError(f"config objective.sigma_min / sigma_max: need 0 <= sigma_min < sigma_max <= 1, got "
+                        f"{o.sigma_min} and {o.sigma_max}")
+    bounds = (o.min_timestep_boundary, o.max_timestep_boundary)
+    if bounds != (None, None):
+        lo = 0.0 if o.min_timestep_boundary is None else o.min_timestep_boundary
+        hi = 1.0 if o.max_timestep_boundary is None else o.max_timestep_boundary
+        if not 0.0 <= lo < hi <= 1.0 or int(lo * o.num_train_timesteps) >= int(hi * o.num_train_timesteps):
+            raise UserError(f"config objective.min/max_timestep_boundary: need 0 <= min < max <= 1 with at least "
+                            f"one training step between them, got {lo} and {hi}")
+    if o.timestep_draw not in ("per_sample", "per_batch"):
+        raise UserError(f"config objective.timestep_draw: 'per_sample' or 'per_batch', got {o.timestep_draw!r}")
+    if o.separated_timestep and not spec.expand_timesteps:
+        raise UserError(f"config objective.separated_timestep: {spec.name} takes one timestep per sample; only "
+                        "variants with per-token timesteps (ti2v-5b) can give frame 0 its own")
 
 
 def config_from_dict(raw: dict, base: Path) -> TrainConfig:
@@ -249,7 +289,6 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
     """Map MindSpeed-MM's dataset config + pretrain_model*.json onto a TrainConfig (save_path and
     train.* come from --set, as MindSpeed-MM's shell scripts pass them)."""
     data_raw, model_raw = read_config_file(data_json), read_config_file(model_json)
-    base = Path(data_json).absolute().parent
     dp = get_field(data_raw, "dataset_param", dict, data_json)
     predictor = get_field(model_raw, "predictor", dict, model_json)
     if dp is None or predictor is None:
@@ -267,9 +306,10 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
     if not pretrained:
         raise UserError(f"{model_json}: no ae.from_pretrained to find the diffusers folder")
     diffusion = get_field(model_raw, "diffusion", dict, model_json, {})
+    objective = _mm_objective(diffusion, predictor, model_json)
     expert = None
     if spec.two_experts:
-        expert = "high" if float(diffusion.get("min_timestep_boundary", 0)) == 0.0 else "low"
+        expert = "high" if objective["min_timestep_boundary"] == 0.0 else "low"
     # MindSpeed-MM says task "i2v" for 5B first-frame training (model_type "ti2v")
     task = spec.mm_tasks.get(model_raw.get("task") or predictor.get("model_type"))
     raw = {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": spec.name, "task": task,
@@ -278,7 +318,36 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
                     "num_frames": get_field(pre, "num_frames", int, f"{data_json}: preprocess_parameters", 49),
                     "height": get_field(pre, "max_height", int, f"{data_json}: preprocess_parameters", 480),
                     "width": get_field(pre, "max_width", int, f"{data_json}: preprocess_parameters", 832),
-                    "fps": float(get_field(pre, "train_fps", float, f"{data_json}: preprocess_parameters", 16))},
+                    "fps": float(get_field(pre, "train_fps", float, f"{data_json}: preprocess_parameters", 16)),
+                    # MindSpeed-MM drops captions with probability `cfg` (0.1 when absent) and, for TI2V, keeps the
+                    # clean first frame inside the loss (its noise is the first frame's latent; target 0 there)
+                    "caption_dropout": get_field(pre, "cfg", float, f"{data_json}: preprocess_parameters", 0.1),
+                    "ti2v_loss": "all_frames"},
+           "objective": objective,
            "save_path": "save"}
     raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, base)
+    return config_from_dict(raw, Path.cwd())  # MindSpeed-MM resolves its relative paths against the working folder
+
+
+# MindSpeed-MM's WanFlowMatchScheduler constructor defaults, which apply when its `diffusion` block leaves a key out
+MM_SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "shift": 3.0, "sigma_max": 1.0, "sigma_min": 0.003 / 1.002,
+                         "extra_one_step": False, "min_timestep_boundary": 0.0, "max_timestep_boundary": 1.0}
+
+
+def _mm_objective(diffusion: dict, predictor: dict, model_json) -> dict:
+    """The `objective` section for MindSpeed-MM's `diffusion` block: its values, else its scheduler's defaults."""
+    where = f"{model_json}: diffusion"
+    model_id = diffusion.get("model_id", "wan_flow_match_scheduler")
+    if model_id != "wan_flow_match_scheduler":
+        raise UserError(f"{where}.model_id: {model_id!r} is not supported for Wan2.2 training (only "
+                        "'wan_flow_match_scheduler')")
+    for key in ("inverse_timesteps", "reverse_sigmas"):
+        if diffusion.get(key):
+            raise UserError(f"{where}.{key}: true is not supported (Wan2.2 trains with sigma falling from 1)")
+    out = {}
+    for key, default in MM_SCHEDULER_DEFAULTS.items():
+        kind = bool if isinstance(default, bool) else int if key == "num_train_timesteps" else float
+        value = get_field(diffusion, key, kind, where, default)
+        out[key] = float(value) if kind is float else value
+    return {**out, "timestep_draw": "per_batch",  # q_sample draws one timestep index per batch
+            "separated_timestep": bool(predictor.get("seperated_timestep", False))}

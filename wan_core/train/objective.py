@@ -1,35 +1,61 @@
-"""Flow-matching training objective (DiffSynth-Studio's, which MindSpeed-MM follows).
+"""Flow-matching training objective (DiffSynth-Studio's, which MindSpeed-MM's `WanFlowMatchScheduler` follows).
 
-1000 training steps, shift 5: sigma_i = 5 s / (1 + 4 s) with s = 1 - i/1000; t_i = 1000 sigma_i;
-x_t = (1 - sigma) x0 + sigma eps; target = eps - x0; loss = mean((v - target)^2) * w_i with the
-bell-shaped weight w (zero at t = 1000, mean 1). A14B experts train on index ranges of this grid
-(`Variant.index_ranges` in wan_core.model.variants).
+Default: 1000 training steps, shift 5, sigma from 1 to 0 with one extra step dropped:
+sigma_i = 5 s / (1 + 4 s) with s = 1 - i/1000; t_i = 1000 sigma_i; x_t = (1 - sigma) x0 + sigma eps;
+target = eps - x0; loss = mean((v - target)^2) * w_i with the bell-shaped weight w (zero at t = 1000,
+mean 1). A14B experts train on index ranges of this grid (`Variant.index_ranges` in
+wan_core.model.variants, or a config's timestep boundaries). A training config's `objective` section
+(MindSpeed-MM's `diffusion` block) sets every number here.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
 
-NUM_TRAIN_TIMESTEPS = 1000
-SHIFT = 5.0
 
-@functools.lru_cache(maxsize=4)
-def schedule(num_steps: int = NUM_TRAIN_TIMESTEPS, shift: float = SHIFT):
-    """(sigmas, timesteps, weights), each [num_steps] float64, index 0 = the noisiest."""
-    s = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)[:-1]
-    sigmas = shift * s / (1 + (shift - 1) * s)
-    timesteps = sigmas * num_steps
-    y = torch.exp(-2 * ((timesteps - num_steps / 2) / num_steps) ** 2)
+@dataclasses.dataclass(frozen=True)
+class FlowMatchSchedule:
+    num_steps: int = 1000
+    shift: float = 5.0
+    sigma_min: float = 0.0
+    sigma_max: float = 1.0
+    extra_one_step: bool = True  # linspace over num_steps + 1 points, the last dropped
+
+    def tables(self):
+        """(sigmas, timesteps, weights), each [num_steps] float64, index 0 = the noisiest."""
+        return _tables(self)
+
+    def index_range(self, min_boundary: float, max_boundary: float) -> tuple[int, int]:
+        """[lo, hi) indices for timestep boundaries given as fractions of num_steps (MindSpeed-MM's rule)."""
+        return int(min_boundary * self.num_steps), int(max_boundary * self.num_steps)
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(s: FlowMatchSchedule):
+    n = s.num_steps
+    points = torch.linspace(s.sigma_max, s.sigma_min, n + 1 if s.extra_one_step else n, dtype=torch.float64)[:n]
+    sigmas = s.shift * points / (1 + (s.shift - 1) * points)
+    timesteps = sigmas * n
+    y = torch.exp(-2 * ((timesteps - n / 2) / n) ** 2)
     weights = y - y.min()
-    weights = weights * (num_steps / weights.sum())
+    weights = weights * (n / weights.sum())
     return sigmas, timesteps, weights
 
 
+DEFAULT_SCHEDULE = FlowMatchSchedule()
+
+
+def schedule():
+    """The default schedule's tables."""
+    return DEFAULT_SCHEDULE.tables()
+
+
 @torch.no_grad()
-def noisy_input(x0: torch.Tensor, noise: torch.Tensor, index: torch.Tensor):
+def noisy_input(x0: torch.Tensor, noise: torch.Tensor, index: torch.Tensor, sched: FlowMatchSchedule = DEFAULT_SCHEDULE):
     """x_t, target, t and weight for per-sample indices [B] (fp32 math)."""
-    sigmas, timesteps, weights = schedule()
+    sigmas, timesteps, weights = sched.tables()
     sigma = sigmas[index].float().view(-1, *[1] * (x0.dim() - 1)).to(x0.device)
     x_t = (1 - sigma) * x0 + sigma * noise
     return x_t, noise - x0, timesteps[index].float().to(x0.device), weights[index].float().to(x0.device)

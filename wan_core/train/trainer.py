@@ -75,7 +75,16 @@ class Trainer:
         self.dp_rank, self.dp_size = rank // self.dims.cp, self.dims.dp
         self.compute_dtype = compute_dtype(cfg.train.dtype, self.device)
         self.variant = variants.get(cfg.model.variant)
-        self.lo, self.hi = self.variant.index_range(cfg.model.expert)
+        o = cfg.objective
+        self.schedule = objective.FlowMatchSchedule(o.num_train_timesteps, o.shift, o.sigma_min, o.sigma_max,
+                                                    o.extra_one_step)
+        if o.min_timestep_boundary is None and o.max_timestep_boundary is None:
+            self.lo, self.hi = self.variant.index_range(cfg.model.expert)
+            self.lo, self.hi = self.lo * o.num_train_timesteps // 1000, self.hi * o.num_train_timesteps // 1000
+        else:
+            self.lo, self.hi = self.schedule.index_range(o.min_timestep_boundary or 0.0,
+                                                         1.0 if o.max_timestep_boundary is None else
+                                                         o.max_timestep_boundary)
         self.entries, self.manifest_digest, self.features = self.build_data_source()
         self.model = self.build_model()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -148,6 +157,8 @@ class Trainer:
             noise.append(torch.randn(latent_shape, generator=g))
             drop.append(float(torch.rand(1, generator=g)) < self.cfg.data.caption_dropout)
             first.append(float(torch.rand(1, generator=g)) < self.cfg.data.first_frame_prob)
+        if self.cfg.objective.timestep_draw == "per_batch":  # the micro-batch's first draw for all its samples
+            idx = idx[:1] * len(idx)
         return {"index": torch.tensor(idx), "noise": torch.stack(noise).to(self.device), "drop": drop, "first": first}
 
     def encode(self, batch: dict, drop: list[bool]):
@@ -187,7 +198,7 @@ class Trainer:
                 first = torch.tensor(draws["first"], device=self.device).view(-1, 1, 1, 1)
                 noise = noise.clone()
                 noise[:, :, 0] = torch.where(first, x0[:, :, 0], noise[:, :, 0])
-            x_t, target, t, weight = objective.noisy_input(x0, noise, draws["index"])
+            x_t, target, t, weight = objective.noisy_input(x0, noise, draws["index"], self.schedule)
             timestep = t
             loss_mask = torch.ones_like(x0[:, :1])
             if cfg.model.task == "ti2v":
@@ -198,6 +209,10 @@ class Trainer:
                     for b, use_first in enumerate(draws["first"]):
                         if use_first:
                             loss_mask[b, :, 0] = 0.0
+            if cfg.objective.separated_timestep:  # MindSpeed-MM's 5B: frame-0 tokens at t = 0 in every task
+                from wan_core.encoders import first_frame_timesteps
+
+                timestep = first_frame_timesteps(t, x0.shape, self.variant.patch, [True] * x0.shape[0])
             model_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)
         autocast = self.compute_dtype == torch.bfloat16 and not is_distributed()  # FSDP casts parameters itself
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
