@@ -128,9 +128,60 @@ class Sneaky:
 def test_full_unpickle_is_refused(tmp_path, tiny_checkpoints):
     state = {convert_key(k, "diffusers", "mm"): v for k, v in read_safetensors(tiny_checkpoints["t2v-a14b"] / "transformer").items()}
     make_mindspeed_checkpoint(tmp_path / "evil", state, extra={"payload": Sneaky()})
-    with pytest.raises(UserError, match="weights_only=True"):
+    with pytest.raises(UserError, match="refused: loading it would call posix.system"):
         mm_to_hf(str(tmp_path / "evil"), str(tmp_path / "out"), progress=False)
     assert not (tmp_path / "out").exists() and not os.path.exists("/tmp/wan22-pwned")
+
+
+def foreign_module(monkeypatch):
+    """A stand-in for MindSpeed-MM's package, importable only while the checkpoint is written (as on the machine
+    that trained), then gone (as here)."""
+    import types
+
+    package, module = types.ModuleType("mindspeed_mm_fake"), types.ModuleType("mindspeed_mm_fake.arguments")
+    monkeypatch.setitem(sys.modules, "mindspeed_mm_fake", package)
+    monkeypatch.setitem(sys.modules, "mindspeed_mm_fake.arguments", module)
+
+    class MMArgs:  # what dcp_to_torch leaves under "args"
+        pass
+
+    def run(command):
+        open("/tmp/wan22-pwned-foreign", "w").write(command)
+
+    for obj in (MMArgs, run):
+        obj.__module__, obj.__qualname__ = "mindspeed_mm_fake.arguments", obj.__name__
+        setattr(module, obj.__name__, obj)
+    return MMArgs, run
+
+
+class ForeignCall:
+    function = None
+
+    def __reduce__(self):
+        return (ForeignCall.function, ("pwned",))
+
+
+def test_checkpoint_from_mindspeed_training_with_foreign_classes(tmp_path, tiny_checkpoints, monkeypatch, caplog):
+    original = read_safetensors(tiny_checkpoints["t2v-a14b"] / "transformer")
+    state = {convert_key(k, "diffusers", "mm"): v for k, v in original.items()}
+    MMArgs, run = foreign_module(monkeypatch)
+    args = MMArgs()
+    args.lr, args.micro_batch_size = 1e-5, 1
+    make_mindspeed_checkpoint(tmp_path / "trained", state, extra={
+        "args": args, "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-5}]}})
+    ForeignCall.function = run
+    make_mindspeed_checkpoint(tmp_path / "evil", state, extra={"payload": ForeignCall()})
+    for name in ("mindspeed_mm_fake", "mindspeed_mm_fake.arguments"):
+        monkeypatch.delitem(sys.modules, name)
+    with caplog.at_level("WARNING", logger="wan22.weights"):
+        mm_to_hf(str(tmp_path / "trained"), str(tmp_path / "hf"), progress=False)
+    assert_same_tensors(original, read_safetensors(tmp_path / "hf"))
+    assert "skipped args, checkpoint_version, iteration, optimizer" in caplog.text
+    assert "mindspeed_mm_fake.arguments.MMArgs" in caplog.text and "never run" in caplog.text
+    with pytest.raises(UserError, match="would call mindspeed_mm_fake.arguments.run") as refused:
+        mm_to_hf(str(tmp_path / "evil"), str(tmp_path / "out"), progress=False)
+    assert "\x1b" not in str(refused.value)
+    assert not (tmp_path / "out").exists() and not os.path.exists("/tmp/wan22-pwned-foreign")
 
 
 def corrupt_cases(tmp_path, tiny):

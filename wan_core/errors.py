@@ -6,7 +6,10 @@ class UserError(Exception):
 
 
 def one_paragraph(message: str) -> str:
-    """A message as one paragraph of at most 100 columns (how every command reports an error)."""
+    """A message as one paragraph of at most 100 columns of plain text (how every command reports an error):
+    terminal escape codes that other libraries put in their messages are removed."""
+    import re
     import textwrap
 
-    return textwrap.fill(" ".join(str(message).split()), width=100)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(message))
+    return textwrap.fill(" ".join(plain.split()), width=100)

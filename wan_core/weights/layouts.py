@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -32,6 +33,7 @@ DIFFUSERS_INDEX = "diffusion_pytorch_model.safetensors.index.json"
 # Non-tensor types a MindSpeed-MM model_optim_rng.pt may hold; torch.load(weights_only=True) admits
 # these and nothing else (never a full unpickle).
 MM_PT_SAFE_GLOBALS = [argparse.Namespace]
+log = logging.getLogger("wan22.weights")
 
 
 def _numpy_safe_globals():
@@ -126,25 +128,78 @@ def _open_mm(loc: Location) -> Checkpoint:
     return Checkpoint(str(loc), layout, config or infer_config(metas, layout, str(loc)), metas, state.__getitem__)
 
 
+class _InertMeta(type):
+    """Metaclass of the placeholders for classes a checkpoint names but this project does not have: creating an
+    instance the way pickle rebuilds plain objects (cls.__new__ + state) works; calling it is refused."""
+
+    def __call__(cls, *args, **kwargs):
+        raise _ForeignCall(f"{cls.__module__}.{cls.__qualname__}")
+
+
+class _ForeignCall(Exception):
+    pass
+
+
+class _Inert(metaclass=_InertMeta):
+    """An object of a foreign class, kept as data: its pickled state, nothing else, and no behaviour."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "_state", state)
+
+
+def _placeholder(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return _InertMeta(name, (_Inert,), {"__module__": module, "__qualname__": name})
+
+
 def _load_mm_pt(pt: Location) -> dict[str, torch.Tensor]:
+    """The model tensors of a MindSpeed-MM model_optim_rng.pt, read with weights_only=True. Classes the file names
+    but this project lacks (MindSpeed-MM's `args`, say) become inert placeholders, registered one by one as
+    torch's unpickler reports them; a pickle that would call any function outside torch's allowlist is refused."""
+    import re
+
     local = pt.local_path()
-    try:
-        with torch.serialization.safe_globals(MM_PT_SAFE_GLOBALS + _numpy_safe_globals()):
-            if local is not None:
-                blob = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
-            else:
-                with pt.open("rb") as f:
-                    blob = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError names a disallowed global; anything else is a corrupt file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{pt}: cannot be read as a MindSpeed-MM checkpoint with weights_only=True "
-                        f"({first_line})") from None
+    placeholders: list[type] = []
+    while True:
+        try:
+            with torch.serialization.safe_globals(MM_PT_SAFE_GLOBALS + _numpy_safe_globals() + placeholders):
+                if local is not None:
+                    blob = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
+                else:
+                    with pt.open("rb") as f:
+                        blob = torch.load(f, map_location="cpu", weights_only=True)
+            break
+        except _ForeignCall as call:
+            raise UserError(f"{pt}: refused: loading it would call {call.args[0]} (a pickle that runs code); nothing "
+                            "from it was executed") from None
+        except Exception as exc:  # UnpicklingError names a disallowed global; anything else is a corrupt file
+            text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(exc))
+            blocked = re.search(r"unsupported GLOBAL ([\w.]+) whose module", text)
+            if blocked:
+                raise UserError(f"{pt}: refused: loading it would call {blocked.group(1)} (a pickle that runs code); "
+                                "nothing from it was executed") from None
+            unknown = re.search(r"GLOBAL ([\w.]+) was not an allowed global", text)
+            if unknown and len(placeholders) < 64:
+                placeholders.append(_placeholder(unknown.group(1)))
+                continue
+            reason = next((line.strip() for line in text.splitlines()[1:] if line.strip()), "") or \
+                (text.strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{pt}: cannot be read as a MindSpeed-MM checkpoint with weights_only=True "
+                            f"({reason})") from None
     state = blob.get("model") if isinstance(blob, dict) else None
     if state is None and isinstance(blob, dict) and "model0" in blob:
         raise UserError(f"{pt}: virtual-pipeline checkpoints (model0, model1, ...) are not supported; "
                         "convert with pp=1")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{pt}: no 'model' state dict of tensors inside")
+    skipped = sorted(k for k in blob if k != "model")
+    if skipped or placeholders:
+        foreign = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in placeholders)
+        log.warning("%s: read the model tensors only; skipped %s%s", pt, ", ".join(map(str, skipped)) or "nothing else",
+                    f" (classes kept as inert data, never run: {foreign})" if foreign else "")
     return {k: v for k, v in state.items() if "_extra_state" not in k}
 
 
