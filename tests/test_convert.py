@@ -75,12 +75,11 @@ def test_dtype_preserved_and_config_rebuilt_without_hf_dir(tmp_path, tiny_checkp
 def test_official_layout_in_and_out(tmp_path, tiny_checkpoints):
     src = tiny_checkpoints["t2v-a14b"]
     hf_to_mm(str(src), str(tmp_path / "mm"), progress=False)
-    mm_to_hf(str(tmp_path / "mm"), str(tmp_path / "off"), layout="official", progress=False)
-    # lay the official output out the way Wan-AI ships A14B: high_noise_model/ and low_noise_model/
     official = tmp_path / "Wan2.2-T2V-A14B"
-    official.mkdir()
-    shutil.move(tmp_path / "off" / "transformer", official / "high_noise_model")
-    shutil.move(tmp_path / "off" / "transformer_2", official / "low_noise_model")
+    # written the way Wan-AI ships A14B: high_noise_model/ and low_noise_model/
+    assert mm_to_hf(str(tmp_path / "mm"), str(official), layout="official", progress=False) == [
+        "high_noise_model", "low_noise_model"]
+    assert sorted(p.name for p in official.iterdir() if p.is_dir()) == ["high_noise_model", "low_noise_model"]
     high = read_safetensors(official / "high_noise_model")
     assert "blocks.0.self_attn.q.weight" in high and "blocks.0.norm3.weight" in high and "head.modulation" in high
     assert json.loads((official / "high_noise_model" / "config.json").read_text())["_class_name"] == "WanModel"
@@ -312,3 +311,34 @@ def test_command_lines(tmp_path, tiny_checkpoints):
     r = run("convert", "hf-to-mm", "--source", str(src), "--target", str(tmp_path / "x"), "--max-shard-size", "big")
     assert r.returncode == 2 and "--max-shard-size" in r.stderr and not (tmp_path / "x").exists()
     assert "NOTmemory-bounded" in "".join(run("convert", "hf-to-mm", "--help").stdout.split())
+
+
+def test_mm_to_dcp_is_what_training_starts_from(tmp_path, tiny_checkpoints):
+    """MindSpeed-MM's mm_to_dcp layout (checkpoint/sora_model/sora_model_converter.py: mm_to_dcp ->
+    checkpoint/vlm_model/hf_to_mm.py: save_by_dcp): TARGET/release/ holding {"model": {mm key: tensor},
+    "checkpoint_version": ...} as DCP, and the pointer "release"; read back with torch's own DCP tools."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from wan_core.weights.convert import mm_to_dcp
+
+    src = tiny_checkpoints["t2v-a14b"]
+    hf_to_mm(str(src), str(tmp_path / "mm"), progress=False)
+    assert mm_to_dcp(str(tmp_path / "mm"), str(tmp_path / "dcp"), progress=False) == ["transformer", "transformer_2"]
+    assert (tmp_path / "dcp" / "transformer" / "release" / ".metadata").is_file()
+    low = tmp_path / "low-dcp"  # MindSpeed-MM's command line, one expert
+    r = subprocess.run([sys.executable, "-c", "import sys; from wan_core.cli import mm_convert_main; "
+                        "sys.exit(mm_convert_main(sys.argv[1:]))", "WanConverter", "mm_to_dcp", "--cfg.source_path",
+                        str(tmp_path / "mm" / "transformer_2"), "--cfg.target_path", str(low), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (low / "latest_checkpointed_iteration.txt").read_text() == "release"
+    dcp_to_torch_save(str(low / "release"), str(tmp_path / "low.pt"))
+    blob = torch.load(tmp_path / "low.pt", weights_only=True)
+    assert blob["checkpoint_version"] == 3.0
+    assert_same_tensors(read_safetensors(tmp_path / "mm" / "transformer_2" / "release"), blob["model"])
+    # every reader takes it: load_dit (what the trainer's build_model calls on load_path), and conversion back
+    expected = wan_core.load_dit(src / "transformer_2").state_dict()
+    got = wan_core.load_dit(low).state_dict()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    mm_to_hf(str(low), str(tmp_path / "back"), progress=False)
+    assert_same_tensors(read_safetensors(src / "transformer_2"), read_safetensors(tmp_path / "back"))

@@ -183,6 +183,22 @@ def mm_checkpoint_dir(loc, iteration: str | None = None):
     return folder
 
 
+def write_mm_dcp(folder: Path, config, metas: dict[str, TensorMeta], read: Callable[[str], torch.Tensor],
+                 progress: Callable[[int], None]) -> None:
+    """MindSpeed-MM's `mm_to_dcp` layout in `folder` (a fresh temporary folder): config.json, release/ holding one
+    DCP checkpoint of {"model.<mm key>": tensor, "checkpoint_version": 3.0}, and the pointer last. DCP writes
+    the whole state dict at once, so this holds the model in memory (like MindSpeed-MM's converter)."""
+    import torch.distributed.checkpoint as dcp
+
+    (folder / "config.json").write_text(json.dumps(config.to_diffusers(), indent=2) + "\n")
+    state = {}
+    for name in sorted(metas, key=natural_key):
+        state[name] = read(name)
+        progress(metas[name].nbytes)
+    dcp.save({"model": state, "checkpoint_version": 3.0}, checkpoint_id=str(folder / RELEASE), no_dist=True)
+    write_pointer(folder, RELEASE)
+
+
 def write_mm_release(folder: Path, config, metas: dict[str, TensorMeta], read: Callable[[str], torch.Tensor],
                      fmt: str, max_shard: int, progress: Callable[[int], None],
                      write_bytes: Callable[[str, object], None] | None = None) -> None:

@@ -128,6 +128,8 @@ def _cmd_convert(args) -> int:
     if args.direction == "hf-to-mm":
         slots = convert.hf_to_mm(args.source, args.target, fmt=args.format, max_shard_size=args.max_shard_size,
                                  progress=_progress(args), overwrite=args.overwrite)
+    elif args.direction == "mm-to-dcp":
+        slots = convert.mm_to_dcp(args.source, args.target, progress=_progress(args), overwrite=args.overwrite)
     else:
         slots = convert.mm_to_hf(args.source, args.target, hf_dir=args.hf_dir, layout=args.layout,
                                  max_shard_size=args.max_shard_size, progress=_progress(args),
@@ -146,22 +148,26 @@ def _add_convert_parser(sub) -> None:
                        "Source and target may be local paths or fsspec URLs.")
     conv = p.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
     for name, text in (("hf-to-mm", "diffusers or official Wan -> mm folder"),
-                       ("mm-to-hf", "mm folder -> diffusers transformer folder (or official Wan names)")):
+                       ("mm-to-hf", "mm folder -> diffusers transformer folder (or official Wan names)"),
+                       ("mm-to-dcp", "any checkpoint -> MindSpeed-MM's mm_to_dcp layout: release/ holding one DCP "
+                                     "checkpoint of model.<mm key> tensors (training's load_path starts from it)")):
         q = conv.add_parser(name, help=text, description=text)
         q.add_argument("--source", required=True)
         add_output_arg(q, "target", ("--target",), "output folder")
-        q.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
+        if name != "mm-to-dcp":
+            q.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "hf-to-mm":
             q.add_argument("--format", default="safetensors", choices=["safetensors", "mm-pt"],
                            help="safetensors (default, streamed) or mm-pt: MindSpeed-MM's "
                            "release/mp_rank_00/model_optim_rng.pt, one torch.save of the whole model, so it is "
                            "NOT memory-bounded (needs RAM for the whole model)")
-        else:
+        elif name == "mm-to-hf":
             q.add_argument("--hf-dir", help="original diffusers transformer (or pipeline) folder whose config.json "
                            "is copied; without it config.json is rebuilt from the mm folder's")
             q.add_argument("--layout", default="diffusers", choices=["diffusers", "official"],
-                           help="official writes official Wan names (what DiffSynth and ComfyUI load)")
+                           help="official writes official Wan names (what DiffSynth and ComfyUI load), A14B experts "
+                           "in high_noise_model/ and low_noise_model/")
         add_overwrite_arg(q)
         q.set_defaults(func=_cmd_convert)
 
@@ -505,12 +511,13 @@ def main(argv=None) -> int:
 
 
 def build_mm_convert_parser() -> argparse.ArgumentParser:
-    """MindSpeed-MM's syntax: mm-convert WanConverter hf_to_mm|mm_to_hf --cfg.source_path X --cfg.target_path Y"""
+    """MindSpeed-MM's syntax: mm-convert WanConverter hf_to_mm|mm_to_hf|mm_to_dcp --cfg.source_path X
+    --cfg.target_path Y"""
     parser = ArgumentParser(prog="mm-convert", description="MindSpeed-MM-compatible weight conversion "
                                      "(WanConverter). hf_to_mm writes MindSpeed-MM's mm-pt layout unless "
                                      "--cfg.format safetensors is given.")
     parser.add_argument("converter", choices=["WanConverter"])
-    parser.add_argument("method", choices=["hf_to_mm", "mm_to_hf"])
+    parser.add_argument("method", choices=["hf_to_mm", "mm_to_hf", "mm_to_dcp"])
     parser.add_argument("--cfg.source_path", dest="source", required=True)
     parser.add_argument("--cfg.target_path", dest="target", required=True)
     parser.add_argument("--cfg.hf_path", "--cfg.hf_dir", dest="hf_dir")
@@ -521,7 +528,7 @@ def build_mm_convert_parser() -> argparse.ArgumentParser:
 
     def call(args):
         args.direction = args.method.replace("_", "-")
-        if args.method == "hf_to_mm" and args.hf_dir:
+        if args.method != "mm_to_hf" and args.hf_dir:
             raise UserError("--cfg.hf_path is for mm_to_hf")
         return _cmd_convert(args)
 

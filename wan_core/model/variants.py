@@ -15,6 +15,8 @@ from wan_core.errors import UserError
 
 # The expert slot of a pipeline folder (diffusers' names) for each expert name.
 EXPERT_SLOT = MappingProxyType({"high": "transformer", "low": "transformer_2"})
+# The official Wan2.2 A14B release's folder for each expert slot.
+OFFICIAL_EXPERT_DIRS = MappingProxyType({"transformer": "high_noise_model", "transformer_2": "low_noise_model"})
 # Tasks whose conditioning is an image (the first frame).
 IMAGE_TASKS = ("ti2v", "i2v")
 

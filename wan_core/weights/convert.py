@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 
-from wan_core.checkpoint_layout import natural_key, write_mm_release
+from wan_core.checkpoint_layout import natural_key, write_mm_dcp, write_mm_release
 from wan_core.errors import UserError
+from wan_core.model.variants import OFFICIAL_EXPERT_DIRS
 from wan_core.storage import Location, output_dir
 from wan_core.weights.layouts import DIFFUSERS_INDEX, Checkpoint, find_checkpoints, read_config, validate_checkpoint
 from wan_core.weights.names import convert_key
@@ -84,10 +85,11 @@ def convert(source: str, target: str, to: str, fmt: str = "safetensors", hf_dir:
             command: str | None = "convert") -> list[str]:
     """Convert every DiT found at `source` to layout `to` ('mm', 'diffusers' or 'official') at `target`.
 
-    Two-expert sources write TARGET/transformer (high-noise) and TARGET/transformer_2 (low-noise).
+    Two-expert sources write TARGET/transformer (high-noise) and TARGET/transformer_2 (low-noise); the official
+    layout names them high_noise_model/ and low_noise_model/, as the official Wan2.2 A14B release does.
     Everything is validated before the first byte is written; the target appears only when complete.
     Returns the expert slots written ("" for a single DiT)."""
-    if to not in ("mm", *HF_LAYOUTS):
+    if to not in ("mm", "dcp", *HF_LAYOUTS):
         raise UserError(f"unknown target layout {to!r}")
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -98,21 +100,30 @@ def convert(source: str, target: str, to: str, fmt: str = "safetensors", hf_dir:
     plans = {slot: (ckpt, validate_checkpoint(ckpt)) for slot, ckpt in slots.items()}
     configs = {slot: _hf_config_for(hf_dir, slot, ckpt) for slot, (ckpt, _) in plans.items()} if to != "mm" else {}
     total = sum(ckpt.total_bytes for ckpt, _ in plans.values())
-    bar = _Progress(total, f"{'hf_to_mm' if to == 'mm' else 'mm_to_hf'}", enabled=progress)
+    bar = _Progress(total, {"mm": "hf_to_mm", "dcp": "mm_to_dcp"}.get(to, "mm_to_hf"), enabled=progress)
     try:
         with output_dir(target, command, overwrite) as tmp:
             for slot, (ckpt, names) in plans.items():
-                folder = tmp / slot if slot else tmp
+                folder = tmp / (OFFICIAL_EXPERT_DIRS[slot] if to == "official" and slot else slot)
                 folder.mkdir(exist_ok=True)
                 if to == "mm":
                     _write_mm(ckpt, names, folder, fmt, max_shard, bar)
+                elif to == "dcp":
+                    by_target = {mm: src for src, mm in names.items()}
+                    write_mm_dcp(folder, ckpt.config, {mm: ckpt.metas[src] for mm, src in by_target.items()},
+                                 lambda mm: ckpt.read(by_target[mm]), bar)
                 else:
                     _write_hf(ckpt, names, folder, to, configs.get(slot), max_shard, bar)
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         bar.close()
-    return list(plans)
+    return [OFFICIAL_EXPERT_DIRS[s] if to == "official" and s else s for s in plans]
+
+
+def mm_to_dcp(source: str, target: str, **kwargs) -> list[str]:
+    """Any recognised checkpoint -> MindSpeed-MM's mm_to_dcp layout (release/ DCP), which training starts from."""
+    return convert(source, target, "dcp", **kwargs)
 
 
 def hf_to_mm(source: str, target: str, fmt: str = "safetensors", **kwargs) -> list[str]:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from wan_core.checkpoint_layout import MM_INDEX, MM_PT, POINTER_FILE, RELEASE, mm_checkpoint_dir
+from wan_core.checkpoint_layout import MM_INDEX, MM_PT, POINTER_FILE, RELEASE, DcpModelReader, mm_checkpoint_dir
 from wan_core.errors import UserError
 from wan_core.model.config import PRESETS, WanConfig
-from wan_core.model.variants import expert_slot
+from wan_core.model.variants import OFFICIAL_EXPERT_DIRS, expert_slot
 from wan_core.storage import Location
 from wan_core.weights.names import UnknownKeyError, convert_key, detect_layout
 from wan_core.weights.safetensors_io import SafetensorsReader, TensorMeta
@@ -94,12 +94,11 @@ def find_checkpoints(source: str | Path) -> dict[str, Checkpoint]:
         if (loc / "transformer_2").is_dir():
             slots["transformer_2"] = open_checkpoint(loc / "transformer_2")
         return slots
-    if (loc / "high_noise_model").is_dir() or (loc / "low_noise_model").is_dir():
-        missing = [n for n in ("high_noise_model", "low_noise_model") if not (loc / n).is_dir()]
+    if any((loc / d).is_dir() for d in OFFICIAL_EXPERT_DIRS.values()):
+        missing = [d for d in OFFICIAL_EXPERT_DIRS.values() if not (loc / d).is_dir()]
         if missing:
             raise UserError(f"{source}: official A14B layout without {missing[0]}/")
-        return {"transformer": open_checkpoint(loc / "high_noise_model"),
-                "transformer_2": open_checkpoint(loc / "low_noise_model")}
+        return {slot: open_checkpoint(loc / d) for slot, d in OFFICIAL_EXPERT_DIRS.items()}
     return {"": open_checkpoint(loc)}
 
 
@@ -119,9 +118,16 @@ def _open_mm(loc: Location) -> Checkpoint:
     shards = folder.glob("*.safetensors")
     if shards:
         return _open_safetensors(folder, folder / MM_INDEX, shards, layout="mm", config=config, source=str(loc))
+    if (folder / ".metadata").is_file():  # a DCP checkpoint (MindSpeed-MM's mm_to_dcp, `wan22 convert mm-to-dcp`)
+        if folder.local_path() is None:
+            raise UserError(f"{folder}: a DCP checkpoint is read from a local path; copy it here first")
+        reader = DcpModelReader(folder.local_path())
+        layout = _detect(reader.metas, str(loc))
+        return Checkpoint(str(loc), layout, config or infer_config(reader.metas, layout, str(loc)), reader.metas,
+                          reader.read)
     pt = folder / MM_PT
     if not pt.is_file():
-        raise UserError(f"{folder}: neither *.safetensors nor {MM_PT}")
+        raise UserError(f"{folder}: none of *.safetensors, {MM_PT} or a DCP .metadata")
     state = _load_mm_pt(pt)
     metas = {k: TensorMeta(v.dtype, tuple(v.shape), v.numel() * v.element_size()) for k, v in state.items()}
     layout = _detect(metas, str(loc))
