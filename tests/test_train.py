@@ -320,3 +320,55 @@ def test_fsspec_save_path_and_resume_from_it(tmp_path, tiny_checkpoints, demo, m
     # the same run locally gives the same losses
     Trainer(load_config(path)).train()
     assert [json.loads(x)["loss"] for x in lines] == [m["loss"] for m in metrics(tmp_path / "save")]
+
+
+def test_variable_resolution_and_caption_lists_train_and_resume_exactly(tmp_path, tiny_checkpoints):
+    """MindSpeed-MM's dataset forms: clips of three aspect ratios at max_hxw (each keeps its shape, every
+    micro-batch has one size), a list of captions (one drawn per sample), an absolute path; resume is exact."""
+    from wan_core.data.dataset import VideoClipDataset, collate
+    from wan_core.data.demo import render_clip
+    from wan_core.data.video import write_video
+    from wan_core.train.inputs import clip_dataset
+
+    ds = tmp_path / "mixed"
+    (ds / "videos").mkdir(parents=True)
+    entries = []
+    for i, (h, w) in enumerate([(32, 32), (32, 64), (64, 32), (32, 32), (32, 64), (64, 32)]):
+        frames, cap = render_clip(i, 9, h, w)
+        write_video(ds / "videos" / f"c{i}.mp4", frames, 16)
+        path = str(ds / "videos" / f"c{i}.mp4") if i == 5 else f"videos/c{i}.mp4"
+        entries.append({"path": path, "cap": [cap, f"clip {i}"] if i == 1 else cap, "num_frames": 9, "fps": 16,
+                        "resolution": {"height": h, "width": w}})
+    (ds / "data.json").write_text(json.dumps(entries))
+    (tmp_path / "data.txt").write_text("mixed,mixed/data.json\n")
+    overrides = ["data.max_hxw=1024", "train.micro_batch_size=2", "data.caption_dropout=0.0"]
+    runs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        runs[name] = write_config(tmp_path / name, tiny_checkpoints["t2v-a14b"], tmp_path, "t2v-a14b", expert="high",
+                                  save_interval=1)
+        cfg = yaml.safe_load(runs[name].read_text())
+        cfg["data"]["data_txt"] = str(tmp_path / "data.txt")
+        runs[name].write_text(yaml.safe_dump(cfg))
+    cfg = load_config(runs["a"], overrides)
+    dataset = clip_dataset(cfg, [dict(e, path=str(ds / "videos" / f"c{i}.mp4")) for i, e in enumerate(entries)])
+    assert isinstance(dataset, VideoClipDataset)
+    assert set(dataset.sizes) == {(32, 32), (16, 32), (32, 16)}  # 32x64 at 1024 px: 22x45 -> 16x32
+    shapes = set()
+    for step in range(6):
+        batch = collate([dataset[2 * step], dataset[2 * step + 1]])  # one micro-batch: one size
+        shapes.add(tuple(batch["video"].shape[3:]))
+    assert shapes == {(32, 32), (16, 32), (32, 16)}
+    picks = {dataset[p]["caption"] for p in range(40) if dataset[p]["entry"] == 1}
+    assert len(picks) == 2 and dataset[7]["caption"] == dataset[7]["caption"]  # both captions, same per position
+    r = cli_train(runs["a"], "--set", "train.iters=2", *sum((["--set", o] for o in overrides), []))
+    assert r.returncode == 0, r.stderr
+    r = cli_train(runs["b"], "--set", "train.iters=1", *sum((["--set", o] for o in overrides), []))
+    assert r.returncode == 0, r.stderr
+    r = cli_train(runs["b"], "--set", "train.iters=2", *sum((["--set", o] for o in overrides), []))
+    assert r.returncode == 0, r.stderr
+    ma, mb = metrics(tmp_path / "a" / "save"), metrics(tmp_path / "b" / "save")
+    assert [m["loss"] for m in ma] == [m["loss"] for m in mb] and len(ma) == 2
+    sa, wa = final_weights(tmp_path / "a" / "save")
+    sb, wb = final_weights(tmp_path / "b" / "save")
+    assert sa == sb == 2 and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -20,7 +20,7 @@ def corpus(tmp_path_factory):
     ds = root / "ds"
     (ds / "videos").mkdir(parents=True)
     clip, _ = render_clip(0, 9, 32, 32)
-    for name in ("good", "good2", "good3", "good4", "dup"):
+    for name in ("good", "good2", "good3", "good4", "dup", "captions", "absolute"):
         write_video(ds / "videos" / f"{name}.mp4", clip, 16)
     (ds / "videos" / "junk.mp4").write_bytes(os.urandom(3000))
     (ds / "videos" / "empty.mp4").write_bytes(b"")
@@ -59,7 +59,7 @@ def corpus(tmp_path_factory):
         ({**good(), "resolution": [32, 32]}, "'resolution' must be"),
         (good(path=""), "'path' must be a non-empty string"),
         (good(path="../outside.mp4"), "escapes the dataset folder \\('..'\\)"),
-        (good(path=str(outside)), "absolute path"),
+        (good(path=str(outside)), "absolute path outside the dataset folder"),
         (good(path="videos/escape.mp4"), "through a symlink"),
         (good(path="videos/missing.mp4"), "file does not exist"),
         (good(path="videos/a_dir.mp4"), "not a regular file"),
@@ -71,6 +71,11 @@ def corpus(tmp_path_factory):
         (good(path="videos/dup.mp4", fps=24), "fps mismatch"),
         (good(path="videos/dup.mp4", frames=33), "frame count mismatch"),
         (good(path="videos/good4.mp4", frames=10), None),  # within 2 frames: accepted
+        # MindSpeed-MM's other forms: several captions, an absolute path inside the dataset folder
+        (good(path="videos/captions.mp4", cap=["a red circle", "a circle moving right"]), None),
+        (good(path=str(ds / "videos" / "absolute.mp4")), None),
+        (good(path="videos/captions.mp4", cap=["fine", ""]), "empty caption in the 'cap' list"),
+        (good(path="videos/captions.mp4", cap=[]), "non-empty list of strings"),
     ]
     (ds / "data.json").write_text(json.dumps([e for e, _ in entries]))
     # whole-dataset failures
@@ -130,7 +135,12 @@ def test_cli_report_manifest_and_exit_codes(corpus, tmp_path):
             "--manifest-out", str(tmp_path / "manifest.json"))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert [os.path.basename(e["path"]) for e in manifest] == ["good.mp4", "good2.mp4", "good3.mp4", "good4.mp4"]
+    assert [os.path.basename(e["path"]) for e in manifest] == ["good.mp4", "good2.mp4", "good3.mp4", "good4.mp4",
+                                                               "captions.mp4", "absolute.mp4"]
+    assert manifest[4]["cap"] == ["a red circle", "a circle moving right"]  # training draws one per sample
+    from wan_core.data.manifest import load_manifest
+
+    assert load_manifest(tmp_path / "manifest.json") == manifest  # what validation accepts, training reads
     assert len(manifest) == sum(1 for _, e in entries if e is None)
     assert all(os.path.isabs(e["path"]) and e["dataset"].endswith("ds") for e in manifest)
     report = (tmp_path / "rep" / "report.md").read_text()

@@ -181,6 +181,8 @@ def _cmd_sample(args) -> int:
                     "transformer", "transformer_2", "negative_prompt"):
             if getattr(args, key) is not None:  # the command line wins over the file
                 setattr(job, key, tuple(getattr(args, key)) if key == "size" else getattr(args, key))
+        if args.images is not None:  # our own images file: its lines are relative to it
+            job.image_paths_base = None
         job.seed, job.batch_size, job.nproc, job.save_array = args.seed, args.batch_size, args.nproc, args.save_array
         job.offload_inactive_expert = job.offload_inactive_expert or args.offload_inactive_expert
     else:

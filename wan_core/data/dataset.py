@@ -7,6 +7,8 @@ or the number of ranks, so layouts agree, and resuming only needs the step.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 
@@ -27,6 +29,48 @@ def entry_order(n: int, seed: int, position: int) -> int:
     epoch, offset = divmod(position, n)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919 * epoch))
     return int(perm[offset])
+
+
+def pick_caption(cap, seed: int, position: int) -> str:
+    """The entry's caption; of a list (MindSpeed-MM picks one at random), the one drawn for (seed, position),
+    so a resumed run reads the same caption."""
+    if isinstance(cap, str):
+        return cap
+    g = torch.Generator().manual_seed((seed * 1_000_003 + position) * 31 + 17)  # a stream apart from the noise's
+    return cap[int(torch.randint(len(cap), (1,), generator=g))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolutionRule:
+    """MindSpeed-MM's variable resolution: a clip keeps its aspect ratio, scaled down to at most max_hxw pixels
+    (data_transform.maxhwresize), then floored to multiples of `stride` (calculate_centered_alignment), and is
+    resized to cover that size and centre-cropped."""
+    max_hxw: int
+    stride: int
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        if height * width > self.max_hxw:
+            scale = math.sqrt(self.max_hxw / (height * width))
+            height, width = int(height * scale), int(width * scale)
+        return height // self.stride * self.stride, width // self.stride * self.stride
+
+
+@functools.lru_cache(maxsize=4)
+def grouped_order(sizes: tuple, micro: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """One epoch's entry order in which every aligned run of `micro` entries has one size: entries are grouped
+    by size in the epoch's permutation order, each group padded to a multiple of `micro` with its own first
+    entries, and the chunks shuffled. Its length is the same every epoch."""
+    perm = torch.randperm(len(sizes), generator=torch.Generator().manual_seed(seed + 7919 * epoch)).tolist()
+    groups: dict[tuple, list[int]] = {}
+    for i in perm:
+        groups.setdefault(sizes[i], []).append(i)
+    chunks = []
+    for key in sorted(groups):
+        members = groups[key]
+        padded = [members[k % len(members)] for k in range(-(-len(members) // micro) * micro)]
+        chunks += [padded[k:k + micro] for k in range(0, len(padded), micro)]
+    shuffle = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(seed + 7919 * epoch + 1)).tolist()
+    return tuple(i for c in shuffle for i in chunks[c])
 
 
 def frame_indices(info: VideoInfo, num_frames: int, fps: float) -> list[int] | None:
@@ -50,11 +94,20 @@ def resize_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
 
 
 class VideoClipDataset(torch.utils.data.Dataset):
-    """Map-style over global positions; a bad clip is logged and replaced by the next entry (deterministic)."""
+    """Map-style over global positions; a bad clip is logged and replaced by the next entry (deterministic).
+    With a ResolutionRule each clip has its own size, and the `micro` positions of a micro-batch share one."""
 
-    def __init__(self, entries: list[dict], num_frames: int, height: int, width: int, fps: float, seed: int):
+    def __init__(self, entries: list[dict], num_frames: int, height: int, width: int, fps: float, seed: int,
+                 resolution: ResolutionRule | None = None, micro: int = 1):
         self.entries, self.seed = entries, seed
         self.num_frames, self.height, self.width, self.fps = num_frames, height, width, fps
+        self.resolution, self.micro = resolution, micro
+        self.sizes = tuple(self.target_size(e) for e in entries)
+
+    def target_size(self, entry: dict) -> tuple[int, int]:
+        if self.resolution is None:
+            return self.height, self.width
+        return self.resolution.size(entry["resolution"]["height"], entry["resolution"]["width"])
 
     def __len__(self):  # positions are unbounded; the sampler decides which are read
         return 2**62
@@ -66,16 +119,25 @@ class VideoClipDataset(torch.utils.data.Dataset):
         if idx is None:
             raise ValueError(f"too short: {info.num_frames} frames at {info.fps} fps, need {self.num_frames} at "
                              f"{self.fps} fps")
-        return resize_crop(read_frames(entry["path"], idx), self.height, self.width)
+        return resize_crop(read_frames(entry["path"], idx), *self.sizes[entry_index])
+
+    def entry_at(self, position: int) -> int:
+        if self.resolution is None:
+            return entry_order(len(self.entries), self.seed, position)
+        length = len(grouped_order(self.sizes, self.micro, self.seed, 0))
+        epoch, offset = divmod(position, length)
+        return grouped_order(self.sizes, self.micro, self.seed, epoch)[offset]
 
     def __getitem__(self, position: int) -> dict:
         n = len(self.entries)
-        first = entry_order(n, self.seed, position)
-        for attempt in range(n):
-            index = (first + attempt) % n
+        first = self.entry_at(position)
+        # a replacement has the same size, so the micro-batch keeps one shape
+        candidates = [(first + k) % n for k in range(n) if self.sizes[(first + k) % n] == self.sizes[first]]
+        for index in candidates:
             try:
                 video = self.load(index)
-                return {"position": position, "entry": index, "video": video, "caption": self.entries[index]["cap"]}
+                caption = pick_caption(self.entries[index]["cap"], self.seed, position)
+                return {"position": position, "entry": index, "video": video, "caption": caption}
             except Exception as exc:  # a bad sample at run time is skipped, never fatal
                 log.warning("skipping %s: %s", self.entries[index]["path"], exc)
         raise RuntimeError("no entry of the dataset could be loaded")

@@ -2,7 +2,8 @@
 
 data.txt: one dataset a line, `folder,data.json` (relative paths resolve against data.txt's folder).
 data.json: a list of {"path", "cap", "num_frames", "fps", "resolution": {"height", "width"}}; `path` is
-relative to the dataset folder and may not leave it. The manifest of valid entries is one JSON list in
+relative to the dataset folder, or absolute inside it, and may not leave it; `cap` is a caption or a list
+of captions (one is drawn per sample, as MindSpeed-MM does). The manifest of valid entries is one JSON list in
 the same format with an added "dataset" field and `path` made absolute; training reads it as
 `data.manifest`. Tolerances: resolution exact, fps within 1 %, frames within 5 % or 2 frames.
 """
@@ -72,9 +73,15 @@ def _check_schema(entry) -> str | None:
             return f"missing field '{key}'"
     if not isinstance(entry["path"], str) or not entry["path"].strip():
         return "'path' must be a non-empty string"
-    if not isinstance(entry["cap"], str):
-        return f"'cap' must be a string, got {type(entry['cap']).__name__}"
-    if not entry["cap"].strip():
+    cap = entry["cap"]
+    if isinstance(cap, list):  # MindSpeed-MM picks one of several captions at random
+        if not cap or not all(isinstance(c, str) for c in cap):
+            return "'cap' must be a string or a non-empty list of strings"
+        if not all(c.strip() for c in cap):
+            return "empty caption in the 'cap' list"
+    elif not isinstance(cap, str):
+        return f"'cap' must be a string or a list of strings, got {type(cap).__name__}"
+    elif not cap.strip():
         return "empty caption"
     n = entry["num_frames"]
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
@@ -95,13 +102,13 @@ def resolve_inside(folder: Path, rel: str) -> tuple[Path | None, str | None]:
     if "\x00" in rel:
         return None, "path contains a NUL byte"
     p = Path(rel)
-    if p.is_absolute():
-        return None, "absolute path (paths must be relative to the dataset folder)"
     if ".." in p.parts:
         return None, "path escapes the dataset folder ('..')"
     root = folder.resolve()
-    target = (folder / p).resolve()
+    target = (folder / p).resolve()  # an absolute path (MindSpeed-MM accepts them) stays absolute here
     if target != root and root not in target.parents:
+        if p.is_absolute():
+            return None, f"absolute path outside the dataset folder {folder}"
         return None, "path escapes the dataset folder (through a symlink)"
     return target, None
 

@@ -41,6 +41,7 @@ class SampleJob:
     boundary_ratio: float | None = None  # None: the model folder's model_index.json
     scheduler_overrides: dict | None = None  # UniPC scheduler config keys (MindSpeed-MM's diffusion block)
     videos_per_prompt: int = 1  # MindSpeed-MM's num_inference_videos_per_sample: seeds seed+i for i in order
+    image_paths_base: str | None = None  # relative image paths resolve here (default: the images file's folder)
 
 
 def read_lines(path: str, what: str) -> list[str]:
@@ -55,15 +56,16 @@ def read_lines(path: str, what: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def load_images(images_file: str, count: int) -> tuple[list, list[str]]:
-    """(PIL images, their lines as written) for an images file with one path per prompt."""
+def load_images(images_file: str, count: int, base: str | None = None) -> tuple[list, list[str]]:
+    """(PIL images, their lines as written) for an images file with one path per prompt; relative lines resolve
+    against `base`, by default the images file's folder."""
     from PIL import Image, UnidentifiedImageError
 
     paths = read_lines(images_file, "images")
     if len(paths) != count:
         raise UserError(f"images file {images_file} has {len(paths)} non-blank lines, the prompts file has {count}: "
                         "give one image per prompt")
-    base = Path(images_file).absolute().parent
+    base = Path(base) if base else Path(images_file).absolute().parent
     images = []
     for line_no, p in enumerate(paths, 1):
         path = Path(p) if Path(p).is_absolute() else base / p
@@ -149,7 +151,8 @@ def from_mindspeed_config(path: str) -> SampleJob:
         offload_inactive_expert=get_field(cfg, "pipeline_config.cpu_offload", bool, src, False),
         boundary_ratio=get_field(cfg, "boundary_ratio", float, src),
         scheduler_overrides=_mm_scheduler_overrides(get_field(cfg, "diffusion", dict, src, {}), src),
-        videos_per_prompt=get_field(cfg, "num_inference_videos_per_sample", int, src, 1))
+        videos_per_prompt=get_field(cfg, "num_inference_videos_per_sample", int, src, 1),
+        image_paths_base=str(Path.cwd()))  # MindSpeed-MM opens the listed images from the working folder
 
 
 def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: bool = True) -> Path:
@@ -163,7 +166,7 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
     prompts = read_lines(job.prompts, "prompts")
     if not prompts:
         raise UserError(f"prompts file {job.prompts} has no prompts")
-    images, image_paths = load_images(job.images, len(prompts)) if job.images else ([None] * len(prompts),) * 2
+    images, image_paths = load_images(job.images, len(prompts), job.image_paths_base) if job.images else ([None] * len(prompts),) * 2
     if job.videos_per_prompt < 1:
         raise UserError(f"videos per prompt must be at least 1, got {job.videos_per_prompt}")
     prompts, images, image_paths = ([x for x in items for _ in range(job.videos_per_prompt)]

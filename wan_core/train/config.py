@@ -43,6 +43,10 @@ class DataSection:
     first_frame_prob: float = 1.0
     ti2v_loss: str = "exclude_first_frame"  # or "all_frames" (MindSpeed-MM / DiffSynth v1)
     num_workers: int = 0
+    # variable resolution (MindSpeed-MM's max_hxw): each clip keeps its aspect ratio at most max_hxw pixels,
+    # sizes floored to multiples of hw_stride (raised to the variant's VAE x patch multiple); height/width unused
+    max_hxw: int | None = None
+    hw_stride: int = 0
 
 
 @dataclasses.dataclass
@@ -205,6 +209,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if d.num_frames < 1 or (d.num_frames - 1) % 4:
         raise UserError(f"config data.num_frames: must be 4n+1, got {d.num_frames}")
     multiple = spec.size_multiple
+    if d.max_hxw is not None:
+        if d.max_hxw < multiple * multiple:
+            raise UserError(f"config data.max_hxw: must be at least {multiple * multiple} ({multiple}x{multiple}) for "
+                            f"{m.variant}, got {d.max_hxw}")
+        if d.hw_stride < 0:
+            raise UserError(f"config data.hw_stride: must not be negative, got {d.hw_stride}")
+        if d.features is not None:
+            raise UserError("config data.max_hxw: variable resolution trains from the clips; a feature cache holds "
+                            "one size (leave out data.features or data.max_hxw)")
     for name in ("height", "width"):
         if getattr(d, name) <= 0 or getattr(d, name) % multiple:
             raise UserError(f"config data.{name}: must be a positive multiple of {multiple} for {m.variant}, "
@@ -322,11 +335,22 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
                     # MindSpeed-MM drops captions with probability `cfg` (0.1 when absent) and, for TI2V, keeps the
                     # clean first frame inside the loss (its noise is the first frame's latent; target 0 there)
                     "caption_dropout": get_field(pre, "cfg", float, f"{data_json}: preprocess_parameters", 0.1),
-                    "ti2v_loss": "all_frames"},
+                    "ti2v_loss": "all_frames",
+                    **_mm_resolution(pre, f"{data_json}: preprocess_parameters")},
            "objective": objective,
            "save_path": "save"}
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, Path.cwd())  # MindSpeed-MM resolves its relative paths against the working folder
+
+
+def _mm_resolution(pre: dict, where: str) -> dict:
+    """MindSpeed-MM trains at a variable resolution unless force_resolution is set (then max_height x max_width)."""
+    if get_field(pre, "force_resolution", bool, where, False):
+        return {}
+    max_hxw = get_field(pre, "max_hxw", int, where)
+    if max_hxw is None:
+        return {}
+    return {"max_hxw": max_hxw, "hw_stride": get_field(pre, "hw_stride", int, where, 0)}
 
 
 # MindSpeed-MM's WanFlowMatchScheduler constructor defaults, which apply when its `diffusion` block leaves a key out

@@ -22,10 +22,9 @@ from wan_core.train.config import TrainConfig
 def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, overwrite: bool = False) -> Path:
     from tqdm import tqdm
 
-    from wan_core.data.dataset import VideoClipDataset
     from wan_core.device import default_device
     from wan_core.encoders import first_frame_condition
-    from wan_core.train.inputs import build_encoders, data_source
+    from wan_core.train.inputs import build_encoders, clip_dataset, data_source
 
     out = Path(out)
     check_output_dir(out, "cache-features", overwrite)  # before the encoders load
@@ -33,9 +32,13 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, ove
         raise UserError("cache-features reads the dataset itself: give data.data_txt or data.manifest, not data.features")
     device = default_device()
     entries, digest, _ = data_source(cfg)
+    several = next((e["path"] for e in entries if not isinstance(e["cap"], str)), None)
+    if several:
+        raise UserError(f"cache-features encodes one caption per clip; {several} has a list of captions (train "
+                        "from the clips instead: the trainer picks one per sample)")
     text_encoder, vae = build_encoders(cfg, device)
     d = cfg.data
-    dataset = VideoClipDataset(entries, d.num_frames, d.height, d.width, d.fps, cfg.train.seed)
+    dataset = clip_dataset(cfg, entries)
     with atomic_output_dir(out, "cache-features", overwrite) as tmp:
         (tmp / "samples").mkdir()
         save_file({"text": text_encoder.encode([""])[0].contiguous().cpu()}, tmp / "empty_text.safetensors")

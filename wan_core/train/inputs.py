@@ -90,3 +90,24 @@ class _FeatureDataset(torch.utils.data.Dataset):
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             caption = f.metadata().get("cap", "")
         return {"position": position, "entry": index, "caption": caption, **tensors}
+
+
+def clip_dataset(cfg: TrainConfig, entries: list[dict]):
+    """The clips a config trains on (fixed or variable resolution), for the trainer and cache-features."""
+    import math
+
+    from wan_core.data.dataset import ResolutionRule, VideoClipDataset
+    from wan_core.model import variants
+
+    d = cfg.data
+    rule = None
+    if d.max_hxw is not None:
+        multiple = variants.get(cfg.model.variant).size_multiple
+        stride = math.lcm(d.hw_stride or multiple, multiple)
+        rule = ResolutionRule(d.max_hxw, stride)
+        small = [e["path"] for e in entries if 0 in rule.size(e["resolution"]["height"], e["resolution"]["width"])]
+        if small:
+            raise UserError(f"data.max_hxw {d.max_hxw}: {len(small)} clip(s) come out smaller than one "
+                            f"{stride}-pixel cell (first: {small[0]}); raise max_hxw or drop them")
+    return VideoClipDataset(entries, d.num_frames, d.height, d.width, d.fps, cfg.train.seed, rule,
+                            cfg.train.micro_batch_size)

@@ -135,11 +135,11 @@ class Trainer:
         return model
 
     def build_loader(self, start_step: int):
-        from wan_core.data.dataset import PositionSampler, VideoClipDataset, collate
+        from wan_core.data.dataset import PositionSampler, collate
+        from wan_core.train.inputs import clip_dataset
 
         t, d = self.cfg.train, self.cfg.data
-        dataset = self.features.dataset(self.cfg.train.seed) if self.features else VideoClipDataset(
-            self.entries, d.num_frames, d.height, d.width, d.fps, t.seed)
+        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries)
         sampler = PositionSampler(start_step, t.iters, t.micro_batch_size, self.dp_size, t.grad_accum, self.dp_rank)
         return torch.utils.data.DataLoader(dataset, batch_size=t.micro_batch_size, sampler=sampler,
                                            num_workers=d.num_workers, collate_fn=collate,
@@ -188,8 +188,8 @@ class Trainer:
         with torch.no_grad():
             if "latents" in batch:
                 shape = batch["latents"].shape[1:]
-            else:
-                shape = self.variant.latent_shape(cfg.data.num_frames, cfg.data.height, cfg.data.width)
+            else:  # the batch's own size: with variable resolution each micro-batch has its own
+                shape = self.variant.latent_shape(*batch["video"].shape[2:])
             draws = self.per_sample_draws(batch, shape)
             x0, text, cond = self.encode(batch, draws["drop"])
             noise = draws["noise"]
@@ -224,11 +224,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, positions: list[int]) -> float:
         """Mean loss over fixed global positions (same draws every call): a noise-free progress measure."""
-        from wan_core.data.dataset import VideoClipDataset, collate
+        from wan_core.data.dataset import collate
+        from wan_core.train.inputs import clip_dataset
 
-        d = self.cfg.data
-        dataset = self.features.dataset(self.cfg.train.seed) if self.features else VideoClipDataset(
-            self.entries, d.num_frames, d.height, d.width, d.fps, self.cfg.train.seed)
+        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries)
         was_training = self.model.training
         self.model.eval()
         losses = [float(self.loss(collate([dataset[p]]))) for p in positions]
