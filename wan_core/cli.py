@@ -327,7 +327,8 @@ def _add_train_args(p) -> None:
     p.add_argument("--config", help="training config (YAML or JSON)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. "
                    "--set train.iters=100 (repeatable)")
-    p.add_argument("--mm-data", help="MindSpeed-MM dataset config (data.json with dataset_param); its relative paths resolve against the working folder, as in MindSpeed-MM")
+    p.add_argument("--mm-data", help="MindSpeed-MM dataset config (data.json with dataset_param); relative paths in "
+                   "MindSpeed-MM's files resolve against the working folder, as in MindSpeed-MM")
     p.add_argument("--mm-model", help="MindSpeed-MM pretrain_model*.json")
 
 
