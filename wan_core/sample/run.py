@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ class SampleJob:
     scheduler_overrides: dict | None = None  # UniPC scheduler config keys (MindSpeed-MM's diffusion block)
     videos_per_prompt: int = 1  # MindSpeed-MM's num_inference_videos_per_sample: seeds seed+i for i in order
     image_paths_base: str | None = None  # relative image paths resolve here (default: the images file's folder)
+    compile: str = "auto"  # regional compilation of the transformer blocks: auto (on CUDA) | on | off
 
 
 def read_lines(path: str, what: str) -> list[str]:
@@ -195,7 +197,8 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
                "flow_shift": job.flow_shift, "negative_prompt": settings.negative_prompt, "seed": job.seed,
                "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2,
                "boundary_ratio": folder.boundary_ratio if job.boundary_ratio is None else job.boundary_ratio,
-               "scheduler_overrides": job.scheduler_overrides or {}, "videos_per_prompt": job.videos_per_prompt}
+               "scheduler_overrides": job.scheduler_overrides or {}, "videos_per_prompt": job.videos_per_prompt,
+               "compile": job.compile}
 
     title = f"wan22 samples: {folder.variant} {task}"
     if worker is not None:  # a --nproc worker: its share, into the parent's temporary folder
@@ -221,12 +224,13 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     from wan_core.sample.sampler import SampleRequest, WanSampler, conditioning_size
 
     rank, world = worker
-    from wan_core.device import compute_dtype, default_device
+    from wan_core.device import compile_wanted, compute_dtype, default_device
 
     device = default_device(rank)
     dtype = compute_dtype(job.dtype, device)
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
-                         offload_inactive_expert=job.offload_inactive_expert)
+                         offload_inactive_expert=job.offload_inactive_expert,
+                         compile_blocks=compile_wanted(job.compile, device))
     mine = list(range(rank, len(prompts), world))
     records, previews = [], {}
     bar = tqdm(total=len(mine), desc=f"sampling{'' if world == 1 else f' [{rank}/{world}]'}", unit="video",
@@ -246,12 +250,22 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
         batch_settings = dataclasses.replace(settings, height=height, width=width)
         requests = [SampleRequest(prompts[i], job.seed + i, images[i]) for i in batch]
         steps = tqdm(total=settings.steps, desc="steps", leave=False, disable=not progress, file=sys.stderr)
-        videos = sampler(requests, batch_settings, on_step=lambda *_: steps.update())
+        stamps = [time.perf_counter()]
+
+        def on_step(*_):
+            if device.type != "cpu":  # the step's kernels, not just their launch
+                getattr(torch, device.type).synchronize()
+            stamps.append(time.perf_counter())
+            steps.update()
+
+        videos = sampler(requests, batch_settings, on_step=on_step)
         steps.close()
+        step_time = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
         for i, frames_i in zip(batch, videos):
             files = save_sample(output, i, frames_i, fps, job.save_array)
             records.append({"index": i, "prompt": prompts[i], "image": image_paths[i], "seed": job.seed + i,
-                            "size": [settings.frames, height, width], **files})
+                            "size": [settings.frames, height, width], "batch": len(batch),
+                            "step_time_s": round(step_time, 4), **files})
             previews[i] = gif_data_uri(frames_i)
         bar.update(len(batch))
     bar.close()
@@ -269,6 +283,8 @@ def _merge(output: Path, workers: int, summary: dict, title: str) -> None:
         records += data["records"]
         previews.update({int(k): v for k, v in data["previews"].items()})
         frag.unlink()
+    times = [r["step_time_s"] for r in records if "step_time_s" in r]
+    summary = {**summary, "mean_step_time_s": round(sum(times) / len(times), 4) if times else None}
     write_index(output, records, summary)
     write_preview(output, records, previews, title)
 

@@ -79,7 +79,8 @@ def check_size(folder: ModelFolder, frames: int, height: int, width: int) -> Non
 
 class WanSampler:
     def __init__(self, model_dir: str | Path, transformer: str | None = None, transformer_2: str | None = None,
-                 dtype: torch.dtype = torch.float32, device="cpu", offload_inactive_expert: bool = False):
+                 dtype: torch.dtype = torch.float32, device="cpu", offload_inactive_expert: bool = False,
+                 compile_blocks: bool = False):
         from diffusers import UniPCMultistepScheduler
 
         import wan_core
@@ -95,8 +96,10 @@ class WanSampler:
         if self.folder.two_experts:
             self.experts.append(wan_core.load_dit(transformer_2 or self.folder.path / "transformer_2", dtype=dtype,
                                                   device=home).eval())
-        for expert in self.experts:
+        for expert in self.experts:  # one copy of each expert, for every batch this sampler runs
             expert.requires_grad_(False)
+            if compile_blocks:
+                expert.compile_blocks()
         if self.experts[0].config.in_channels != self.experts[-1].config.in_channels:
             raise UserError("the two transformers have different input channels; they are not one model's experts")
         self.text = TextEncoder(self.folder.path, dtype=dtype, device=self.device)

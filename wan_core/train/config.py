@@ -42,7 +42,7 @@ class DataSection:
     caption_dropout: float = 0.0
     first_frame_prob: float = 1.0
     ti2v_loss: str = "exclude_first_frame"  # or "all_frames" (MindSpeed-MM / DiffSynth v1)
-    num_workers: int = 0
+    num_workers: int | None = None  # None: background decoding workers on accelerators, none on the CPU
     # variable resolution (MindSpeed-MM's max_hxw): each clip keeps its aspect ratio at most max_hxw pixels,
     # sizes floored to multiples of hw_stride (raised to the variant's VAE x patch multiple); height/width unused
     max_hxw: int | None = None
@@ -62,6 +62,7 @@ class TrainSection:
     grad_accum: int = 1
     dtype: str = "fp32"
     activation_checkpointing: bool = False
+    compile: str = "auto"  # regional compilation of the transformer blocks: auto (on CUDA) | on | off
     keep_last: int = 2
     log_interval: int = 1
 
@@ -225,6 +226,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("caption_dropout", "first_frame_prob"):
         if not 0.0 <= getattr(d, name) <= 1.0:
             raise UserError(f"config data.{name}: must be in [0, 1], got {getattr(d, name)}")
+    if d.num_workers is not None and d.num_workers < 0:
+        raise UserError(f"config data.num_workers: must not be negative, got {d.num_workers}")
     if d.fps <= 0:
         raise UserError(f"config data.fps: must be positive, got {d.fps}")
     if d.ti2v_loss not in ("exclude_first_frame", "all_frames"):
@@ -235,6 +238,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("lr", "weight_decay", "clip_grad", "warmup"):
         if getattr(t, name) < 0:
             raise UserError(f"config train.{name}: must not be negative, got {getattr(t, name)}")
+    if t.compile not in ("auto", "on", "off"):
+        raise UserError(f"config train.compile: 'auto', 'on' or 'off', got {t.compile!r}")
     if t.dtype not in ("fp32", "bf16"):
         raise UserError(f"config train.dtype: 'fp32' or 'bf16', got {t.dtype!r}")
     _validate_objective(cfg.objective, spec)

@@ -105,6 +105,7 @@ class Trainer:
 
     def build_model(self):
         import wan_core
+        from wan_core.device import compile_wanted
         from wan_core.model.dit import WanDiT
 
         cfg = self.cfg
@@ -129,21 +130,27 @@ class Trainer:
 
             self.dims.validate(model.config.num_heads)
             return parallelize(model, self.dims, self.dims.build_groups(), cfg.train.dtype,
-                               cfg.train.activation_checkpointing)
+                               cfg.train.activation_checkpointing,
+                               compile_blocks=compile_wanted(cfg.train.compile, self.device))
         if cfg.train.activation_checkpointing:
             model.enable_activation_checkpointing()
+        if compile_wanted(cfg.train.compile, self.device):
+            model.compile_blocks()
         return model
 
     def build_loader(self, start_step: int):
         from wan_core.data.dataset import PositionSampler, collate
+        from wan_core.device import loader_workers
         from wan_core.train.inputs import clip_dataset
 
         t, d = self.cfg.train, self.cfg.data
         dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries)
         sampler = PositionSampler(start_step, t.iters, t.micro_batch_size, self.dp_size, t.grad_accum, self.dp_rank)
+        workers = loader_workers(d.num_workers, self.device)
+        accelerator = self.device.type != "cpu"
         return torch.utils.data.DataLoader(dataset, batch_size=t.micro_batch_size, sampler=sampler,
-                                           num_workers=d.num_workers, collate_fn=collate,
-                                           persistent_workers=False)
+                                           num_workers=workers, collate_fn=collate, pin_memory=accelerator,
+                                           prefetch_factor=2 if workers else None, persistent_workers=False)
 
     # -- one micro-batch ---------------------------------------------------------------------------
     def per_sample_draws(self, batch: dict, latent_shape) -> dict:
@@ -238,11 +245,12 @@ class Trainer:
     def train_step(self, micro_batches: list[dict]) -> dict:
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for batch in micro_batches:
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for batch in micro_batches:  # no host sync between micro-batches: the loss stays on the device
             loss = self.loss(batch) / len(micro_batches)
             loss.backward()
-            total += float(loss.detach())
+            total = total + loss.detach().double()
+        total = float(total)  # the step's one sync (the divergence check needs it)
         clip = self.cfg.train.clip_grad
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
