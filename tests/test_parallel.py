@@ -237,3 +237,15 @@ def test_ring_attention_matches_reference_with_padded_keys(ranks):
         lines = [x for x in r.stderr.splitlines() if "Error" in x or "assert" in x.lower()]
         assert r.returncode == 0, "\n".join(lines[-10:])  # each rank asserts its own errors
         assert "ok " in r.stdout
+
+
+def test_lora_losses_identical_across_layouts(setup):
+    """LoRA (adapters only in the optimizer, frozen base) under FSDP2, Ulysses and Ring: the same losses, fp32."""
+    root, demo, ckpts = setup
+    lora = dict(ckpt=ckpts["ti2v-5b"], demo=demo, variant="ti2v-5b", task="ti2v", train__iters=3,
+                train__lora={"rank": 4, "alpha": 8.0}, train__lr=3e-2)
+    reference = train(config(root, "lora-ref", **lora))
+    assert reference[-1]["loss"] != reference[0]["loss"]
+    same(reference, train(config(root, "lora-fsdp", **lora, train__micro_batch_size=1), "--nproc", "2"))
+    same(reference, train(config(root, "lora-ulysses", **lora, parallel__cp=2), "--nproc", "2"))
+    same(reference, train(config(root, "lora-ring", **lora, parallel__cp=2, parallel__cp_algo="ring"), "--nproc", "2"))

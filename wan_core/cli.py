@@ -178,7 +178,7 @@ def _cmd_sample(args) -> int:
     if args.config:
         job = from_mindspeed_config(args.config)
         for key in ("model", "prompts", "output", "images", "steps", "guidance", "flow_shift", "dtype", "size",
-                    "transformer", "transformer_2", "negative_prompt", "compile"):
+                    "transformer", "transformer_2", "negative_prompt", "compile", "lora", "lora_2", "lora_scale"):
             if getattr(args, key) is not None:  # the command line wins over the file
                 setattr(job, key, tuple(getattr(args, key)) if key == "size" else getattr(args, key))
         if args.images is not None:  # our own images file: its lines are relative to it
@@ -194,7 +194,9 @@ def _cmd_sample(args) -> int:
                         steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift, seed=args.seed,
                         batch_size=args.batch_size, dtype=args.dtype, transformer=args.transformer,
                         transformer_2=args.transformer_2, offload_inactive_expert=args.offload_inactive_expert,
-                        nproc=args.nproc, save_array=args.save_array, compile=args.compile or "auto")
+                        nproc=args.nproc, save_array=args.save_array, compile=args.compile or "auto",
+                        lora=args.lora, lora_2=args.lora_2,
+                        lora_scale=1.0 if args.lora_scale is None else args.lora_scale)
     job.overwrite = args.overwrite
     out = run_sample(job, progress=_progress(args))
     print(f"wrote samples, samples.json and preview.html to {out}")
@@ -224,6 +226,10 @@ def _add_sample_parser(sub) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="compile each transformer block (default auto: on CUDA, where it was measured faster)")
+    p.add_argument("--lora", help="a LoRA file (diffusers format, e.g. from wan22 export-lora) applied to the "
+                   "transformer (A14B: the high-noise expert) without merging it into the weights")
+    p.add_argument("--lora-2", help="a LoRA file for A14B's low-noise expert")
+    p.add_argument("--lora-scale", type=float_range(0.0), help="multiplies the adapters' alpha/r (default 1)")
     p.add_argument("--transformer", help="replace the (high-noise) transformer: an mm or diffusers checkpoint")
     p.add_argument("--transformer-2", help="replace the low-noise transformer (A14B)")
     p.add_argument("--offload-inactive-expert", action="store_true",
@@ -352,6 +358,49 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_export_lora(args) -> int:
+    from wan_core.export import export_lora
+
+    out = export_lora(args.source, args.target, args.iteration, overwrite=args.overwrite)
+    print(f"wrote the LoRA file {out} (diffusers format: WanPipeline.load_lora_weights loads it)")
+    return 0
+
+
+def _cmd_merge_lora(args) -> int:
+    from wan_core.export import merge_lora
+
+    out = merge_lora(args.base, args.target, args.lora, args.lora_2, args.scale, args.layout,
+                     overwrite=args.overwrite)
+    print(f"wrote the merged {args.layout} checkpoint to {out}")
+    return 0
+
+
+def _add_lora_parsers(sub) -> None:
+    p = sub.add_parser("export-lora", help="LoRA training checkpoint -> a LoRA file diffusers loads",
+                       description="Reads the adapters of a LoRA training run's DCP checkpoint (never the base) and "
+                       "writes OUTPUT/pytorch_lora_weights.safetensors in diffusers' format, with rank and alpha in "
+                       "its metadata: WanPipeline.load_lora_weights(OUTPUT) loads it (A14B low-noise expert: "
+                       "load_into_transformer_2=True). One file per expert: export each expert's run.")
+    p.add_argument("--source", required=True, help="the LoRA training run's save_path")
+    p.add_argument("--iteration", default="latest", help="iteration number, or latest")
+    add_output_arg(p, "target", ("--target",), "output folder")
+    add_overwrite_arg(p)
+    p.set_defaults(func=_cmd_export_lora)
+
+    p = sub.add_parser("merge-lora", help="base + LoRA -> a merged checkpoint (pipeline, diffusers, mm, official)",
+                       description="Writes W + scale * (alpha / r) * B @ A for every adapted module. Layout "
+                       "pipeline (default) writes a complete diffusers pipeline folder from a base pipeline folder; "
+                       "diffusers / mm / official write transformer checkpoint(s) in that layout.")
+    p.add_argument("--base", required=True, help="the base: a diffusers pipeline folder or any checkpoint folder")
+    p.add_argument("--lora", required=True, help="LoRA file for the transformer (A14B: the high-noise expert)")
+    p.add_argument("--lora-2", help="LoRA file for A14B's low-noise expert")
+    p.add_argument("--scale", type=float_range(0.0), default=1.0, help="multiplies alpha/r")
+    p.add_argument("--layout", default="pipeline", choices=["pipeline", "diffusers", "mm", "official"])
+    add_output_arg(p, "target", ("--target",), "output folder")
+    add_overwrite_arg(p)
+    p.set_defaults(func=_cmd_merge_lora)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="wan22", description="Pre-train and sample Wan2.2 video diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -406,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_export)
+
+    _add_lora_parsers(sub)
     p = sub.add_parser("cache-features", help="encode a dataset once (VAE latents + text embeddings)")
     _add_train_args(p)
     add_output_arg(p, "out", ("--out",), "output folder")
@@ -439,6 +490,10 @@ EXAMPLES = {  # shown under each command's --help; tests run them against tiny w
     "wan22 train": "wan22 train --config docs/examples/5B/ti2v/train_tiny.yaml --set train.iters=50",
     "wan22 consolidate": "wan22 consolidate --source save --output mm-trained",
     "wan22 export": "wan22 export --source mm-trained --base tiny-5b --output exported",
+    "wan22 convert mm-to-dcp": "wan22 convert mm-to-dcp --source mm-5b/transformer --output dcp-5b",
+    "wan22 export-lora": "wan22 export-lora --source save-lora --output lora",
+    "wan22 merge-lora": "wan22 merge-lora --base tiny-5b --lora lora/pytorch_lora_weights.safetensors "
+                        "--output merged",
     "wan22 cache-features": "wan22 cache-features --config docs/examples/5B/ti2v/train_tiny.yaml --output features",
     "wan22 validate-dataset": "wan22 validate-dataset --data-txt demo-data/data.txt --report-dir report "
                               "--manifest-out manifest.json",

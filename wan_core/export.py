@@ -111,13 +111,83 @@ def export(source: str, base: str, target: str, source_2: str | None = None, exp
         for slot, mm in slots.items():
             mm_to_hf(mm, str(tmp / slot), hf_dir=str(base_path / slot), max_shard_size=max_shard_size,
                      progress=progress, command=None)
-        if folder.two_experts:
-            for slot in EXPERT_SLOT.values():
-                if slot not in slots:  # the expert that was not trained comes from the base
-                    _link_or_copy_tree(base_path / slot, tmp / slot)
-        for part in BASE_PARTS:
-            _link_or_copy_tree(base_path / part, tmp / part)
-        shutil.copy2(base_path / "model_index.json", tmp / "model_index.json")
-        (tmp / "wan22_export.json").write_text(json.dumps({"base": str(base_path.absolute()), "sources": slots},
-                                                          indent=2) + "\n")
+        complete_pipeline(tmp, base_path, folder.two_experts, {"sources": slots})
+    return Path(target)
+
+
+def complete_pipeline(folder: Path, base_path: Path, two_experts: bool, record: dict) -> None:
+    """Make `folder`, holding the new transformer slot(s), a complete pipeline: the expert that was not replaced,
+    the vae, text encoder, tokenizer and scheduler from the base, its model_index.json, and a provenance file."""
+    if two_experts:
+        for slot in EXPERT_SLOT.values():
+            if not (folder / slot).exists():  # the expert that was not trained comes from the base
+                _link_or_copy_tree(base_path / slot, folder / slot)
+    for part in BASE_PARTS:
+        _link_or_copy_tree(base_path / part, folder / part)
+    shutil.copy2(base_path / "model_index.json", folder / "model_index.json")
+    (folder / "wan22_export.json").write_text(json.dumps({"base": str(base_path.absolute()), **record},
+                                                         indent=2) + "\n")
+
+
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: load_lora_weights(folder) finds it
+
+
+def export_lora(source: str, target: str, iteration: str | int | None = None, overwrite: bool = False) -> Path:
+    """A LoRA training checkpoint (DCP adapters) -> one diffusers-format LoRA file. Returns the file."""
+    from wan_core.lora import LoraSettings, adapter_state, write_diffusers_lora
+
+    folder = training_iteration(Path(source), iteration)
+    reader = DcpModelReader(folder)
+    state = adapter_state((name, reader.read(name)) for name in reader.metas if ".lora_" in name)
+    if not state:
+        raise UserError(f"--source {folder}: no LoRA adapters in this checkpoint (it is a full training run: use "
+                        "wan22 consolidate)")
+    try:
+        lora = json.loads((folder / TRAINER_STATE).read_text())["config"]["train"]["lora"]
+        settings = LoraSettings(int(lora["rank"]), float(lora["alpha"]), float(lora["dropout"]), tuple(lora["targets"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--source {folder}: cannot read the LoRA settings from {TRAINER_STATE} ({exc})") from None
+    with output_dir(target, "export-lora", overwrite) as tmp:
+        write_diffusers_lora(tmp / LORA_FILE, state, settings)
+    return Path(target) / LORA_FILE
+
+
+MERGE_LAYOUTS = ("pipeline", "diffusers", "mm", "official")
+
+
+def merge_lora(base: str, target: str, lora: str, lora_2: str | None = None, scale: float = 1.0,
+               layout: str = "pipeline", overwrite: bool = False) -> Path:
+    """base + scale * (alpha / r) * B @ A for each expert's LoRA file, written as a complete pipeline folder
+    (layout 'pipeline', base must be one) or as transformer checkpoint(s) in the diffusers, mm or official layout."""
+    from wan_core.lora import merged_weights, read_lora_file
+    from wan_core.weights.convert import write_checkpoints
+    from wan_core.weights.layouts import Checkpoint, find_checkpoints, validate_checkpoint
+    from wan_core.weights.safetensors_io import TensorMeta as Meta
+
+    if layout not in MERGE_LAYOUTS:
+        raise UserError(f"--layout must be one of {', '.join(MERGE_LAYOUTS)}, got {layout!r}")
+    pipeline = None
+    if layout == "pipeline":
+        from wan_core.sample.model_folder import read_model_folder
+
+        pipeline = read_model_folder(base)
+    slots = find_checkpoints(base)
+    adapters = {"": lora, "transformer": lora, "transformer_2": lora_2}
+    if lora_2 and "transformer_2" not in slots:
+        raise UserError(f"--lora-2 given, but {base} has one transformer")
+    plans = {}
+    for slot, ckpt in slots.items():
+        names = validate_checkpoint(ckpt)
+        state = {mm: ckpt.read(src) for src, mm in names.items()}
+        if adapters.get(slot):
+            lora_state, settings = read_lora_file(adapters[slot])
+            state = merged_weights(state, lora_state, settings, scale)
+        metas = {k: Meta(v.dtype, tuple(v.shape), v.numel() * v.element_size()) for k, v in state.items()}
+        plans[slot] = (Checkpoint(f"{base} + LoRA", "mm", ckpt.config, metas, state.__getitem__), {k: k for k in state})
+    with output_dir(target, "merge-lora", overwrite) as tmp:
+        write_checkpoints(plans, tmp, "diffusers" if layout == "pipeline" else layout)
+        if pipeline is not None:
+            complete_pipeline(tmp, Path(base), pipeline.two_experts,
+                              {"lora": str(Path(lora).absolute()), "lora_2": lora_2 and str(Path(lora_2).absolute()),
+                               "scale": scale})
     return Path(target)

@@ -44,6 +44,9 @@ class SampleJob:
     videos_per_prompt: int = 1  # MindSpeed-MM's num_inference_videos_per_sample: seeds seed+i for i in order
     image_paths_base: str | None = None  # relative image paths resolve here (default: the images file's folder)
     compile: str = "auto"  # regional compilation of the transformer blocks: auto (on CUDA) | on | off
+    lora: str | None = None  # a LoRA file (diffusers format) for the (high-noise) transformer
+    lora_2: str | None = None  # one for the low-noise transformer of A14B
+    lora_scale: float = 1.0
 
 
 def read_lines(path: str, what: str) -> list[str]:
@@ -198,7 +201,7 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
                "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2,
                "boundary_ratio": folder.boundary_ratio if job.boundary_ratio is None else job.boundary_ratio,
                "scheduler_overrides": job.scheduler_overrides or {}, "videos_per_prompt": job.videos_per_prompt,
-               "compile": job.compile}
+               "compile": job.compile, "lora": job.lora, "lora_2": job.lora_2, "lora_scale": job.lora_scale}
 
     title = f"wan22 samples: {folder.variant} {task}"
     if worker is not None:  # a --nproc worker: its share, into the parent's temporary folder
@@ -230,7 +233,8 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     dtype = compute_dtype(job.dtype, device)
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
                          offload_inactive_expert=job.offload_inactive_expert,
-                         compile_blocks=compile_wanted(job.compile, device))
+                         compile_blocks=compile_wanted(job.compile, device), lora=job.lora, lora_2=job.lora_2,
+                         lora_scale=job.lora_scale)
     mine = list(range(rank, len(prompts), world))
     records, previews = [], {}
     bar = tqdm(total=len(mine), desc=f"sampling{'' if world == 1 else f' [{rank}/{world}]'}", unit="video",

@@ -80,7 +80,8 @@ def check_size(folder: ModelFolder, frames: int, height: int, width: int) -> Non
 class WanSampler:
     def __init__(self, model_dir: str | Path, transformer: str | None = None, transformer_2: str | None = None,
                  dtype: torch.dtype = torch.float32, device="cpu", offload_inactive_expert: bool = False,
-                 compile_blocks: bool = False):
+                 compile_blocks: bool = False, lora: str | None = None, lora_2: str | None = None,
+                 lora_scale: float = 1.0):
         from diffusers import UniPCMultistepScheduler
 
         import wan_core
@@ -96,6 +97,13 @@ class WanSampler:
         if self.folder.two_experts:
             self.experts.append(wan_core.load_dit(transformer_2 or self.folder.path / "transformer_2", dtype=dtype,
                                                   device=home).eval())
+        if lora_2 and not self.folder.two_experts:
+            raise UserError(f"--lora-2 given, but {self.folder.path} is a one-expert model ({self.folder.variant})")
+        for expert, adapter in zip(self.experts, (lora, lora_2)):
+            if adapter:  # applied, not merged: the stored weights stay as they are
+                from wan_core.lora import apply_lora, read_lora_file
+
+                apply_lora(expert, *read_lora_file(adapter), scale=lora_scale)
         for expert in self.experts:  # one copy of each expert, for every batch this sampler runs
             expert.requires_grad_(False)
             if compile_blocks:

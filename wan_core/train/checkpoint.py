@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from wan_core.checkpoint_layout import (ITERATION_NAME, POINTER_FILE, TRAINER_STATE, iteration_dir, iteration_name,
                                         iteration_steps, latest_iteration, parse_pointer, pointer_text, write_pointer)
@@ -74,10 +74,14 @@ class RemoteMirror:
 
 
 class CheckpointManager:
-    def __init__(self, save_path: str | Path, keep_last: int, mirror: RemoteMirror | None = None):
+    def __init__(self, save_path: str | Path, keep_last: int, mirror: RemoteMirror | None = None,
+                 trainable_only: bool = False):
         self.save_path = Path(save_path)
         self.keep_last = keep_last
         self.mirror = mirror
+        # LoRA: checkpoints hold the trainable parameters (the adapters) and the optimizer, never the frozen base
+        self.options = StateDictOptions(ignore_frozen_params=trainable_only)
+        self.load_options = StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
 
     def latest(self) -> int | None:
         return latest_iteration(self.save_path)
@@ -90,7 +94,7 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         barrier()
-        model_state, optim_state = get_state_dict(model, optimizer)
+        model_state, optim_state = get_state_dict(model, optimizer, options=self.options)
         dcp.save({"model": model_state, "optim": optim_state, "rng": {"torch": torch.get_rng_state()}},
                  checkpoint_id=str(tmp))
         if is_rank0():
@@ -115,9 +119,10 @@ class CheckpointManager:
 
     def load(self, step: int, model, optimizer) -> dict:
         folder = iteration_dir(self.save_path, step)
-        model_state, optim_state = get_state_dict(model, optimizer)
+        model_state, optim_state = get_state_dict(model, optimizer, options=self.options)
         state = {"model": model_state, "optim": optim_state, "rng": {"torch": torch.get_rng_state()}}
         dcp.load(state, checkpoint_id=str(folder))
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=self.load_options)
         torch.set_rng_state(state["rng"]["torch"])
         return json.loads((folder / TRAINER_STATE).read_text())

@@ -50,6 +50,16 @@ class DataSection:
 
 
 @dataclasses.dataclass
+class LoraSection:
+    """LoRA fine-tuning (wan_core.lora): only the adapters train; the base stays frozen."""
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["proj_q", "proj_k", "proj_v", "proj_out",
+                                                                    "ffn.0", "ffn.2"])
+
+
+@dataclasses.dataclass
 class TrainSection:
     iters: int = 10
     save_interval: int = 100
@@ -63,6 +73,7 @@ class TrainSection:
     dtype: str = "fp32"
     activation_checkpointing: bool = False
     compile: str = "auto"  # regional compilation of the transformer blocks: auto (on CUDA) | on | off
+    lora: LoraSection | None = None  # set: train LoRA adapters instead of the whole DiT
     keep_last: int = 2
     log_interval: int = 1
 
@@ -151,8 +162,11 @@ def _build(cls, raw: dict, where: str):
                 raise UserError(f"config {key}: required")
             continue
         hint = hints[name]
+        optional_section = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, raw[name], key)
+        elif optional_section is not None:  # an optional section: null, or a mapping ({} = its defaults)
+            kwargs[name] = None if raw[name] is None else _build(optional_section, raw[name], key)
         else:
             kwargs[name] = _coerce(raw[name], hint, key)
     return cls(**kwargs)
@@ -238,6 +252,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name in ("lr", "weight_decay", "clip_grad", "warmup"):
         if getattr(t, name) < 0:
             raise UserError(f"config train.{name}: must not be negative, got {getattr(t, name)}")
+    if t.lora is not None:
+        from wan_core.lora import LoraSettings
+
+        if not isinstance(t.lora.targets, list) or not all(isinstance(x, str) for x in t.lora.targets):
+            raise UserError(f"config train.lora.targets: a list of module names, got {t.lora.targets!r}")
+        LoraSettings(t.lora.rank, t.lora.alpha, t.lora.dropout, tuple(t.lora.targets)).check("config train.lora")
     if t.compile not in ("auto", "on", "off"):
         raise UserError(f"config train.compile: 'auto', 'on' or 'off', got {t.compile!r}")
     if t.dtype not in ("fp32", "bf16"):

@@ -85,14 +85,22 @@ class Trainer:
             self.lo, self.hi = self.schedule.index_range(o.min_timestep_boundary or 0.0,
                                                          1.0 if o.max_timestep_boundary is None else
                                                          o.max_timestep_boundary)
+        self.lora_settings = None
+        if cfg.train.lora is not None:
+            from wan_core.lora import LoraSettings
+
+            lo = cfg.train.lora
+            self.lora_settings = LoraSettings(lo.rank, lo.alpha, lo.dropout, tuple(lo.targets))
         self.entries, self.manifest_digest, self.features = self.build_data_source()
         self.model = self.build_model()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8,
+        # LoRA: only the adapters are trainable, so only they (and their moments) are in the optimizer
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8,
                                            weight_decay=cfg.train.weight_decay)
         warmup = cfg.train.warmup
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        self.checkpoints = CheckpointManager(self.save_path, cfg.train.keep_last, self.mirror)
+        self.checkpoints = CheckpointManager(self.save_path, cfg.train.keep_last, self.mirror,
+                                             trainable_only=cfg.train.lora is not None)
         self.step = 0
         self.encoders = None
 
@@ -106,7 +114,7 @@ class Trainer:
     def build_model(self):
         import wan_core
         from wan_core.device import compile_wanted
-        from wan_core.model.dit import WanDiT
+        from wan_core.model.dit import KEEP_IN_FP32, WanDiT
 
         cfg = self.cfg
         source = cfg.load_path or str(Path(cfg.model.from_pretrained) / EXPERT_SLOT[cfg.model.expert or "high"])
@@ -124,6 +132,17 @@ class Trainer:
             log.warning("training from random weights (allow_random_init): %s", exc)
             torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
             model = WanDiT(WanConfig.from_json_file(config_path))
+        if cfg.train.lora is not None:
+            from wan_core.lora import add_lora
+
+            torch.manual_seed(cfg.train.seed)  # the same initial adapters on every rank
+            add_lora(model, self.lora_settings)
+            if cfg.train.dtype == "bf16" and not is_distributed():
+                # the frozen base is kept in bf16 (FSDP keeps one storage dtype per block and casts for compute)
+                for name, param in model.named_parameters():
+                    if not param.requires_grad and param.dtype == torch.float32 and not any(
+                            part in KEEP_IN_FP32 for part in name.split(".")):
+                        param.data = param.data.to(torch.bfloat16)
         model = model.to(self.device).train()
         if is_distributed():  # FSDP2 over dp x cp, then context parallelism (the same weights on every rank)
             from wan_core.parallel.fsdp import parallelize

@@ -103,22 +103,29 @@ def convert(source: str, target: str, to: str, fmt: str = "safetensors", hf_dir:
     bar = _Progress(total, {"mm": "hf_to_mm", "dcp": "mm_to_dcp"}.get(to, "mm_to_hf"), enabled=progress)
     try:
         with output_dir(target, command, overwrite) as tmp:
-            for slot, (ckpt, names) in plans.items():
-                folder = tmp / (OFFICIAL_EXPERT_DIRS[slot] if to == "official" and slot else slot)
-                folder.mkdir(exist_ok=True)
-                if to == "mm":
-                    _write_mm(ckpt, names, folder, fmt, max_shard, bar)
-                elif to == "dcp":
-                    by_target = {mm: src for src, mm in names.items()}
-                    write_mm_dcp(folder, ckpt.config, {mm: ckpt.metas[src] for mm, src in by_target.items()},
-                                 lambda mm: ckpt.read(by_target[mm]), bar)
-                else:
-                    _write_hf(ckpt, names, folder, to, configs.get(slot), max_shard, bar)
+            write_checkpoints(plans, tmp, to, fmt, max_shard, configs, bar)
     except OSError as exc:
         raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         bar.close()
     return [OFFICIAL_EXPERT_DIRS[s] if to == "official" and s else s for s in plans]
+
+
+def write_checkpoints(plans: dict, folder: Path, to: str, fmt: str = "safetensors",
+                      max_shard: int = parse_size(DEFAULT_MAX_SHARD), configs: dict | None = None,
+                      progress=lambda nbytes: None) -> None:
+    """Each {slot: (Checkpoint, {source key: mm key})} into `folder` (slot subfolders) in layout `to`."""
+    for slot, (ckpt, names) in plans.items():
+        out = folder / (OFFICIAL_EXPERT_DIRS[slot] if to == "official" and slot else slot)
+        out.mkdir(exist_ok=True)
+        if to == "mm":
+            _write_mm(ckpt, names, out, fmt, max_shard, progress)
+        elif to == "dcp":
+            by_target = {mm: src for src, mm in names.items()}
+            write_mm_dcp(out, ckpt.config, {mm: ckpt.metas[src] for mm, src in by_target.items()},
+                         lambda mm: ckpt.read(by_target[mm]), progress)
+        else:
+            _write_hf(ckpt, names, out, to, (configs or {}).get(slot), max_shard, progress)
 
 
 def mm_to_dcp(source: str, target: str, **kwargs) -> list[str]:
