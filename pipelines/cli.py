@@ -10,9 +10,10 @@ from wan_core.errors import UserError
 from wan_core.model.variants import VARIANTS
 
 def builders():
-    from pipelines import convert, full, sample
+    from pipelines import convert, full, lora, sample
 
-    return {"wan22-full": full.build, "wan22-sample": sample.build, "wan22-convert": convert.build}
+    return {"wan22-full": full.build, "wan22-lora": lora.build, "wan22-sample": sample.build,
+            "wan22-convert": convert.build}
 
 
 def compile_all(out: str | Path, deployment) -> list[Path]:
@@ -118,7 +119,8 @@ def _cmd_run(args) -> int:
 
     report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, cp=args.cp, iters=args.iters,
                        containers=args.containers, image=args.image, cp_algo=args.cp_algo,
-                       ulysses_degree=args.ulysses_degree, verbose=args.verbose, overwrite=args.overwrite)
+                       ulysses_degree=args.ulysses_degree, verbose=args.verbose, overwrite=args.overwrite,
+                       pipeline=args.pipeline)
     print(f"pipeline finished; report: {report}")
     return 0
 
@@ -169,12 +171,15 @@ def register(sub) -> None:
     add_deployment_args(c, devices_per_node=8)
     c.set_defaults(func=_cmd_compile)
     r = ps.add_parser("run", help="run the full DAG on this machine with kfp.local (tiny weights and data)",
-                      epilog="examples:\n  wan22 pipeline run\n  wan22 pipeline run --variant t2v-a14b --containers")
+                      epilog="examples:\n  wan22 pipeline run\n  wan22 pipeline run --variant t2v-a14b --containers\n"
+                      "  wan22 pipeline run --pipeline lora")
     r.add_argument("--local", action="store_true", help="accepted for compatibility: every run here is local")
     r.add_argument("--containers", action="store_true",
                    help="run each step in the cpu image with kfp.local's DockerRunner (Docker, or podman's "
                         "Docker-compatible socket via DOCKER_HOST) instead of subprocesses")
     r.add_argument("--image", help="image for --containers (default: wan22:<version>-cpu, as images/build.sh tags it)")
+    r.add_argument("--pipeline", default="full", choices=["full", "lora"],
+                   help="wan22-full (pretraining) or wan22-lora (LoRA fine-tuning); default: full")
     r.add_argument("--variant", default="ti2v-5b", choices=VARIANTS,
                    help="default: ti2v-5b")
     r.add_argument("--workdir", help="run folder (default runs/<timestamp>)")

@@ -40,29 +40,10 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         base_mm = convert_weights(source=base_model, target="base-mm", workdir=workdir)
         profiles.apply(base_mm, deployment, pvc_name, task_image)
 
-        def train(expert: str, load_subdir: str):
-            def pretrain_task():
-                return pretrain(
-                    base_model=base_model, variant=variant, task=task, expert=expert,
-                    manifest=valid.outputs["Output"], save_path="train-" + (expert or "dit"), load_path=base_mm.output,
-                    load_subdir=load_subdir, workdir=workdir, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                    iters=iters, save_interval=save_interval, micro_batch_size=micro_batch_size, lr=lr, dtype=dtype,
-                    num_frames=num_frames, height=height, width=width, fps=fps, cp=cp, cp_algo=cp_algo,
-                    ulysses_degree=ulysses_degree, launcher=launcher, profile=deployment.profile, image=image,
-                    image_pull_secret=deployment.image_pull_secret, pvc_name=pvc_name if deployment.pvc else "",
-                    storage_secret=deployment.storage_secret, namespace=namespace, service_account=service_account,
-                    node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource,
-                    devices_per_node=devices_per_node, nnodes=nnodes, volcano_queue=volcano_queue)
+        p = locals()
 
-            # training in the step's own pod holds the accelerators; a step that submits a cluster job
-            # and watches it requests none
-            with dsl.If(launcher == "local", name=f"train-here-{expert or 'dit'}"):
-                here = pretrain_task().set_display_name(f"pretrain {expert}".strip())
-                profiles.apply(here, deployment, pvc_name, task_image, devices=devices_per_node, **placed)
-            with dsl.Else(name=f"train-on-cluster-{expert or 'dit'}"):
-                submit = pretrain_task().set_display_name(f"pretrain {expert} (cluster job)".strip())
-                profiles.apply(submit, deployment, pvc_name, task_image)
-            c = consolidate(save_path=dsl.OneOf(here.outputs["Output"], submit.outputs["Output"]),
+        def train(expert: str, load_subdir: str):
+            c = consolidate(save_path=train_expert(p, deployment, task_image, expert, load_subdir, valid, base_mm),
                             target="mm-" + (expert or "dit"), workdir=workdir)
             c.set_display_name(f"consolidate {expert}".strip())
             profiles.apply(c, deployment, pvc_name, task_image)
@@ -88,3 +69,36 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
             sample(exported2.output)
 
     return wan22_full
+
+
+def train_expert(p: dict, deployment: Deployment, task_image, expert: str, load_subdir: str, valid, base_mm,
+                 lora_rank=0, lora_alpha=0.0):
+    """The pretrain task for one expert from a pipeline's parameters `p`: in the step's own pod (launcher
+    "local", holding the accelerators) or submitted as a cluster job (a step that requests none). Returns the
+    save_path output of whichever ran."""
+    placed = dict(node_selector=p["node_selector"], tolerations=p["tolerations"],
+                  accelerator_resource=p["accelerator_resource"])
+
+    def pretrain_task():
+        return pretrain(
+            base_model=p["base_model"], variant=p["variant"], task=p["task"], expert=expert,
+            manifest=valid.outputs["Output"], save_path="train-" + (expert or "dit"), load_path=base_mm.output,
+            load_subdir=load_subdir, workdir=p["workdir"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            iters=p["iters"], save_interval=p["save_interval"], micro_batch_size=p["micro_batch_size"], lr=p["lr"],
+            dtype=p["dtype"], num_frames=p["num_frames"], height=p["height"], width=p["width"], fps=p["fps"],
+            cp=p["cp"], cp_algo=p["cp_algo"], ulysses_degree=p["ulysses_degree"], launcher=p["launcher"],
+            profile=deployment.profile, image=p["image"], image_pull_secret=deployment.image_pull_secret,
+            pvc_name=p["pvc_name"] if deployment.pvc else "", storage_secret=deployment.storage_secret,
+            namespace=p["namespace"], service_account=p["service_account"], node_selector=p["node_selector"],
+            tolerations=p["tolerations"], accelerator_resource=p["accelerator_resource"],
+            devices_per_node=p["devices_per_node"], nnodes=p["nnodes"], volcano_queue=p["volcano_queue"],
+            lora_rank=lora_rank, lora_alpha=lora_alpha)
+
+    name = expert or "dit"
+    with dsl.If(p["launcher"] == "local", name=f"train-here-{name}"):
+        here = pretrain_task().set_display_name(f"{'LoRA ' if lora_rank else ''}pretrain {expert}".strip())
+        profiles.apply(here, deployment, p["pvc_name"], task_image, devices=p["devices_per_node"], **placed)
+    with dsl.Else(name=f"train-on-cluster-{name}"):
+        submit = pretrain_task().set_display_name(f"pretrain {expert} (cluster job)".strip())
+        profiles.apply(submit, deployment, p["pvc_name"], task_image)
+    return dsl.OneOf(here.outputs["Output"], submit.outputs["Output"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, cp: int = 2,
               iters: int = 6, containers: bool = False, image: str | None = None, cp_algo: str = "ulysses",
-              ulysses_degree: int = 0, verbose: bool = False, overwrite: bool = False) -> Path:
+              ulysses_degree: int = 0, verbose: bool = False, overwrite: bool = False, pipeline: str = "full") -> Path:
     from kfp import local
 
     from pipelines.console import step_console
@@ -70,27 +70,31 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         deployment = Deployment()
     how = f"in containers of {image}" if containers else "as subprocesses"
     layout = f"CP={cp} {cp_algo}" + (f" (Ulysses groups of {ulysses_degree})" if cp_algo == "usp" else "")
-    print(f"[wan22] running wan22-full under kfp.local {how}: {variant}, {nproc} processes, {layout}, {iters} steps",
-          flush=True)
+    if pipeline not in ("full", "lora"):
+        raise UserError(f"--pipeline must be full or lora, got {pipeline!r}")
+    print(f"[wan22] running wan22-{pipeline} under kfp.local {how}: {variant}, {nproc} processes, {layout}, "
+          f"{iters} steps", flush=True)
     log_path = run_dir / "pipeline.log"
     print(f"[wan22] every step's full output: {log_path}{'' if verbose else ' (--verbose shows it here too)'}",
           flush=True)
     # kfp.local warns that our image is not a Python image when steps run as subprocesses; nothing to act on
     warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+    # display names are for the Kubeflow UI; kfp.local says it ignores them, for every task that has one
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
     with runner_context as runner, step_console(log_path, verbose) as console, private_tmp(run_dir / "tmp"):
         # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
         local.init(runner=runner, pipeline_root=str(run_dir))
         try:
-            _run_full(deployment, base=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
-                      prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp,
-                      size=size, cp_algo=cp_algo, ulysses_degree=ulysses_degree)
+            _run(pipeline, deployment, base=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
+                 prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp,
+                 size=size, cp_algo=cp_algo, ulysses_degree=ulysses_degree)
         except RuntimeError:
             if console.step_failed() is None:
                 raise
     if console.failed is not None:
         step, cause = console.failed
         raise UserError(f"step {step} failed: {cause} (its full output is in {log_path})")
-    settings = {"variant": variant, "steps ran": how,
+    settings = {"pipeline": f"wan22-{pipeline}", "variant": variant, "steps ran": how,
                 "training": f"{iters} steps, {nproc} processes, {layout}", "clip size": f"9 frames of {size}×{size}",
                 "sampling": f"5 frames of {size}×{size}, 4 steps", "tiny": True}
     return write_run_report(run_dir, settings, console.timings, time.time() - started)
@@ -135,12 +139,17 @@ def default_image() -> str:
     return f"wan22:{wan_core.__version__}-cpu"
 
 
-def _run_full(deployment, base, data_txt, workdir, prompts, images, variant, iters, nproc, cp, size, cp_algo,
-              ulysses_degree) -> None:
-    from pipelines import full
+def _run(pipeline, deployment, base, data_txt, workdir, prompts, images, variant, iters, nproc, cp, size, cp_algo,
+         ulysses_degree) -> None:
+    from pipelines import full, lora
 
-    full.build(deployment, image_parameter=False)(
-                 base_model=base, data_txt=data_txt, workdir=workdir, prompts=prompts, images=images, variant=variant,
-                 iters=iters, save_interval=max(1, iters // 2), micro_batch_size=1, lr=1e-3, dtype="fp32", num_frames=9, height=size, width=size, fps=16.0,
-                 nnodes=1, devices_per_node=nproc, cp=cp, cp_algo=cp_algo, ulysses_degree=ulysses_degree, launcher="local", sample_frames=5,
-                 sample_height=size, sample_width=size, sample_steps=4)
+    build = {"full": full.build, "lora": lora.build}[pipeline]
+    extra = {"lora_rank": 4, "lora_alpha": 8.0} if pipeline == "lora" else {}
+    build(deployment, image_parameter=False)(
+        base_model=base, data_txt=data_txt, workdir=workdir, prompts=prompts, images=images, variant=variant,
+        iters=iters, save_interval=max(1, iters // 2), micro_batch_size=1, lr=1e-3 if pipeline == "full" else 3e-2,
+        dtype="fp32", num_frames=9, height=size, width=size, fps=16.0, nnodes=1, devices_per_node=nproc, cp=cp,
+        cp_algo=cp_algo, ulysses_degree=ulysses_degree, launcher="local", sample_frames=5, sample_height=size,
+        sample_width=size, sample_steps=4, **extra)
+
+

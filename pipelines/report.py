@@ -22,15 +22,21 @@ code{background:#f3f3f3;padding:0 3px}
 """
 
 # kfp.local's task names, per report section (A14B adds -2, -3, ... to the names of its second branch)
-SECTIONS = [("validate-dataset", "1. Validate the dataset"), ("convert-weights", "2. Convert the base weights"),
-            ("pretrain", "3. Train"), ("consolidate", "4. Consolidate the checkpoints"),
-            ("export-pipeline", "5. Export a diffusers pipeline"), ("batch-sample", "6. Sample videos")]
+SECTIONS = {
+    "wan22-full": [("validate-dataset", "1. Validate the dataset"), ("convert-weights", "2. Convert the base weights"),
+                   ("pretrain", "3. Train"), ("consolidate", "4. Consolidate the checkpoints"),
+                   ("export-pipeline", "5. Export a diffusers pipeline"), ("batch-sample", "6. Sample videos")],
+    "wan22-lora": [("validate-dataset", "1. Validate the dataset"), ("convert-weights", "2. Convert the base weights"),
+                   ("pretrain", "3. Train LoRA adapters"), ("export-lora", "4. Export the LoRA file(s)"),
+                   ("merge-lora", "5. Merge into a pipeline"), ("compare-lora", "6. Sample without and with the adapter")],
+}
 
 
 def write_run_report(run_dir: Path, settings: dict, timings: dict[str, float], seconds: float) -> Path:
     work = run_dir / "work"
     link = Linker(run_dir)
-    parts = [f"<h1>wan22-full · {_e(settings['variant'])} · local run</h1>",
+    pipeline = settings.get("pipeline", "wan22-full")
+    parts = [f"<h1>{_e(pipeline)} · {_e(settings['variant'])} · local run</h1>",
              f"<p>{seconds:.0f} s on this machine · run folder <code>{_e(run_dir)}</code> · "
              f"{link(run_dir / 'pipeline.log', 'full log')}</p>"]
     if settings.get("tiny"):
@@ -40,7 +46,7 @@ def write_run_report(run_dir: Path, settings: dict, timings: dict[str, float], s
                      "training runs, not that it learns a useful model.</p>")
     parts.append("<table class='settings'>" + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
                                                      for k, v in settings.items() if k != "tiny") + "</table>")
-    for key, title in SECTIONS:
+    for key, title in SECTIONS[pipeline]:
         spent = sum(t for name, t in timings.items() if name == key or name.startswith(key + "-"))
         parts.append(f"<h2>{title} <span class='time'>{spent:.1f} s</span></h2>" if spent else f"<h2>{title}</h2>")
         parts.append(SECTION_BODIES[key](work, link))
@@ -114,11 +120,7 @@ def _samples(work: Path, link) -> str:
     index = json.loads(index_path.read_text())
     figures = []
     for s in index["samples"]:
-        video = samples / s["video"]
-        media = (f"<video src='{link.href(video)}' autoplay loop muted playsinline controls></video>"
-                 if _browser_playable(video) else f"<img src='{_gif(video)}' alt='{_e(s['video'])}'>")
-        figures.append(f"<figure>{media}<figcaption><b>{_e(s['prompt'])}</b><br>seed {s['seed']} · "
-                       f"{link(video, s['video'])}</figcaption></figure>")
+        figures.append(_media(samples / s["video"], link, f"<b>{_e(s['prompt'])}</b><br>seed {s['seed']}"))
     st = index.get("settings", {})
     size = "×".join(map(str, st.get("size", [])))
     return (f"<p>{len(figures)} videos · frames×height×width {size} · {st.get('steps')} steps · guidance "
@@ -126,8 +128,43 @@ def _samples(work: Path, link) -> str:
             f"</p>{''.join(figures)}")
 
 
+def _lora_files(work: Path, link) -> str:
+    files = sorted(work.glob("lora-*/pytorch_lora_weights.safetensors"))
+    return (f"<p>{', '.join(link(f, f.parent.name + '/' + f.name) for f in files)}: diffusers' "
+            "<code>WanPipeline.load_lora_weights</code> loads each (A14B low-noise expert: "
+            "<code>load_into_transformer_2=True</code>)</p>") if files else "<p>not run</p>"
+
+
+def _merged(work: Path, link) -> str:
+    merged = work / "merged"
+    return (f"<p>{link(merged, 'merged/')}: base + scale·(alpha/r)·B·A, a complete diffusers pipeline folder</p>"
+            if merged.is_dir() else "<p>not run</p>")
+
+
+def _comparison(work: Path, link) -> str:
+    page = work / "compare" / "compare.html"
+    if not page.is_file():
+        return "<p>not run</p>"
+    rows = []
+    for kind in ("base", "lora"):
+        index = json.loads((work / "compare" / kind / "samples.json").read_text())
+        rows.append([work / "compare" / kind / s["video"] for s in index["samples"]])
+    figures = "".join(
+        f"<div>{''.join(_media(v, link, caption) for v, caption in ((a, 'without'), (b, 'with the adapter')))}</div>"
+        for a, b in zip(*rows))
+    return f"<p>{link(page, 'side by side')}</p>{figures}"
+
+
+def _media(video: Path, link, caption_html: str) -> str:
+    """A clip as a playing video (or a GIF where the browser cannot play its codec) with a caption and its link."""
+    media = (f"<video src='{link.href(video)}' autoplay loop muted playsinline controls></video>"
+             if _browser_playable(video) else f"<img src='{_gif(video)}' alt='{_e(video.name)}'>")
+    return f"<figure>{media}<figcaption>{caption_html} · {link(video, video.name)}</figcaption></figure>"
+
+
 SECTION_BODIES = {"validate-dataset": _validation, "convert-weights": _conversion, "pretrain": _training,
-                  "consolidate": _consolidation, "export-pipeline": _export, "batch-sample": _samples}
+                  "consolidate": _consolidation, "export-pipeline": _export, "batch-sample": _samples,
+                  "export-lora": _lora_files, "merge-lora": _merged, "compare-lora": _comparison}
 
 
 def _browser_playable(video: Path) -> bool:

@@ -249,3 +249,31 @@ def test_report_screenshot(local_run):
     with Image.open(png) as im:  # not a blank page: the report's text, curves and thumbnails drew
         colours = len(set(im.convert("RGB").resize((300, 450)).getdata()))
     assert colours > 50, colours
+
+
+def test_lora_pipeline_compiles_and_runs_locally(compiled, tmp_path):
+    """wan22-lora: compiled with the others; run end to end under kfp.local on tiny weights."""
+    spec = next(yaml.safe_load_all((compiled / "wan22-lora.yaml").read_text()))
+    assert spec["pipelineInfo"]["name"] == "wan22-lora"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"lora_rank", "lora_alpha", "lora_scale"} <= set(params)
+    tasks = {t for c in spec["components"].values() if "dag" in c for t in c["dag"]["tasks"]}
+    assert {"pretrain", "export-lora", "merge-lora", "compare-lora", "export-lora-2", "export-lora-3"} <= tasks
+    run_dir = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "wan_core", "pipeline", "run", "--pipeline", "lora", "--workdir",
+                        str(run_dir), "--nproc", "1", "--cp", "1", "--iters", "2"],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    work = run_dir / "work"
+    config = json.loads((work / "train-dit" / "config.resolved.json").read_text())
+    assert config["train"]["lora"]["rank"] == 4
+    lora = work / "lora-dit" / "pytorch_lora_weights.safetensors"
+    assert lora.is_file() and (work / "merged" / "model_index.json").is_file()
+    for kind in ("base", "lora"):
+        assert sorted(p.name for p in (work / "compare" / kind).glob("*.mp4")) == ["0000.mp4", "0001.mp4"]
+    lora_settings = json.loads((work / "compare" / "lora" / "samples.json").read_text())["settings"]
+    assert lora_settings["lora"] == str(lora)
+    page = (run_dir / "report.html").read_text()
+    assert "wan22-lora · ti2v-5b" in page and "6. Sample without and with the adapter" in page
+    assert page.count("<video") == 4 and page.count("with the adapter") >= 2
+    assert "display_name" not in r.stdout

@@ -52,7 +52,8 @@ def validate_dataset_step(data_txt: str, manifest_out: str, report_md: Path, rep
 def train_config(p: dict) -> dict:
     """The training config from the pipeline's typed parameters, built as a `TrainConfig` (the one schema:
     a field the trainer does not have cannot be set here)."""
-    from wan_core.train.config import DataSection, ModelSection, ParallelSection, TrainConfig, TrainSection
+    from wan_core.train.config import (DataSection, LoraSection, ModelSection, ParallelSection, TrainConfig,
+                                       TrainSection)
 
     return TrainConfig(
         model=ModelSection(from_pretrained=p["base_model"], variant=p["variant"], task=p.get("task") or None,
@@ -62,7 +63,9 @@ def train_config(p: dict) -> dict:
         data=DataSection(manifest=p["manifest"], num_frames=p["num_frames"], height=p["height"], width=p["width"],
                          fps=float(p["fps"])),
         train=TrainSection(iters=p["iters"], save_interval=p["save_interval"], micro_batch_size=p["micro_batch_size"],
-                           lr=float(p["lr"]), dtype=p["dtype"]),
+                           lr=float(p["lr"]), dtype=p["dtype"],
+                           lora=LoraSection(rank=int(p["lora_rank"]), alpha=float(p.get("lora_alpha") or p["lora_rank"]))
+                           if p.get("lora_rank") else None),
         parallel=ParallelSection(cp=p["cp"], cp_algo=p["cp_algo"], ulysses_degree=int(p.get("ulysses_degree") or 0)
                                  or None),
     ).to_dict()
@@ -183,3 +186,39 @@ def sample_step(model: str, prompts: str, output: str, images: str, size: tuple[
     index = json.loads((out / "samples.json").read_text())
     log_metric("videos", len(index["samples"]))
     return str(out)
+
+
+def compare_lora_step(model: str, lora: str, lora_2: str, prompts: str, output: str, images: str,
+                      size: tuple[int, int, int], steps: int, seed: int, preview_html: Path,
+                      log_metric: LogMetric) -> str:
+    """Every prompt sampled without and with the adapters (same seeds) into OUTPUT/base and OUTPUT/lora, and one
+    HTML page with each pair side by side (the clips inline, so the Kubeflow UI plays them)."""
+    import base64
+
+    from wan_core.sample.run import SampleJob, run_sample
+    from wan_core.storage import output_dir
+
+    common = dict(model=model, prompts=prompts, images=images or None, size=tuple(size) if all(size) else None,
+                  steps=steps or None, seed=seed, overwrite=True)
+    with output_dir(output, "compare-lora", overwrite=True) as tmp:
+        run_sample(SampleJob(output=str(tmp / "base"), **common), progress=False)
+        run_sample(SampleJob(output=str(tmp / "lora"), lora=lora, lora_2=lora_2 or None, **common), progress=False)
+        samples = {kind: json.loads((tmp / kind / "samples.json").read_text())["samples"] for kind in ("base", "lora")}
+
+        def clip(kind: str, record: dict) -> str:
+            data = (tmp / kind / record["video"]).read_bytes()
+            src = ("data:video/mp4;base64," + base64.b64encode(data).decode() if len(data) < 4 * 2**20
+                   else f"{kind}/{record['video']}")
+            return (f"<figure><video src='{src}' autoplay loop muted playsinline width='256'></video>"
+                    f"<figcaption>{'without' if kind == 'base' else 'with'} the adapter</figcaption></figure>")
+
+        rows = "".join(f"<h4>{html.escape(a['prompt'])} (seed {a['seed']})</h4><div>{clip('base', a)}{clip('lora', b)}"
+                       "</div>" for a, b in zip(samples["base"], samples["lora"]))
+        page = ("<!doctype html><html><head><meta charset='utf-8'><title>LoRA: with and without</title><style>"
+                "body{font-family:system-ui,sans-serif}figure{display:inline-block;margin:6px;text-align:center}"
+                "video{image-rendering:pixelated}</style></head><body><h3>Samples without and with the LoRA adapter"
+                f"</h3>{rows}</body></html>\n")
+        (tmp / "compare.html").write_text(page)
+    preview_html.write_text(page)
+    log_metric("prompts", len(samples["base"]))
+    return output

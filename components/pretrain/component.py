@@ -12,8 +12,10 @@ def pretrain(base_model: str, variant: str, task: str, expert: str, manifest: st
              workdir: str = "", run_id: str = "", profile: str = "cpu", image: str = "", image_pull_secret: str = "",
              pvc_name: str = "", storage_secret: str = "", namespace: str = "", service_account: str = "",
              node_selector: dict = {}, tolerations: list = [], accelerator_resource: str = "",
-             devices_per_node: int = 1, nnodes: int = 1, volcano_queue: str = "") -> str:
-    """Train one DiT: here with torchrun on `devices_per_node` processes (launcher "local"), or as a
+             devices_per_node: int = 1, nnodes: int = 1, volcano_queue: str = "", lora_rank: int = 0,
+             lora_alpha: float = 0.0) -> str:
+    """Train one DiT (or, with lora_rank > 0, LoRA adapters on it; alpha defaults to the rank): here with torchrun
+    on `devices_per_node` processes (launcher "local"), or as a
     TrainJob / PyTorchJob / Volcano Job placed by the deployment fields (image, claim, secrets, selectors,
     tolerations, accelerators); returns the save_path holding the DCP checkpoints."""
     import os
@@ -32,5 +34,6 @@ def pretrain(base_model: str, variant: str, task: str, expert: str, manifest: st
                               save_path=under(workdir, save_path), load_path=load_path, iters=iters,
                               save_interval=save_interval, micro_batch_size=micro_batch_size, lr=lr, dtype=dtype,
                               num_frames=num_frames, height=height, width=width, fps=fps, cp=cp, cp_algo=cp_algo,
-                              ulysses_degree=ulysses_degree, launcher=launcher, run_id=run_id),
+                              ulysses_degree=ulysses_degree, launcher=launcher, run_id=run_id, lora_rank=lora_rank,
+                              lora_alpha=lora_alpha),
                          deployment, pathlib.Path(curve.path), metrics.log_metric)

@@ -1,0 +1,3 @@
+from components.export_lora.component import export_lora
+
+__all__ = ["export_lora"]

@@ -1,0 +1,3 @@
+from components.merge_lora.component import merge_lora
+
+__all__ = ["merge_lora"]
