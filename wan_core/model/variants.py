@@ -93,7 +93,7 @@ class Variant:
         if has_images and image_tasks:
             return image_tasks[0]
         if not has_images and self.image_required:
-            raise UserError(f"{self.name} samples from an image per prompt: give --images FILE")
+            raise UserError(f"{self.name} needs an image for every prompt: give --images FILE")
         return self.tasks[0]
 
 
