@@ -35,11 +35,7 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
     ):
         task_image = image if image_parameter else deployment.image
         placed = dict(node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource)
-        valid = validate_dataset(data_txt=data_txt, manifest_out="manifest.json", workdir=workdir)
-        profiles.apply(valid, deployment, pvc_name, task_image)
-        base_mm = convert_weights(source=base_model, target="base-mm", workdir=workdir)
-        profiles.apply(base_mm, deployment, pvc_name, task_image)
-
+        valid, base_mm = validate_and_convert(deployment, task_image, pvc_name, data_txt, base_model, workdir)
         p = locals()
 
         def train(expert: str, load_subdir: str):
@@ -69,6 +65,15 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
             sample(exported2.output)
 
     return wan22_full
+
+
+def validate_and_convert(deployment: Deployment, task_image, pvc_name, data_txt, base_model, workdir):
+    """The first two steps of every training pipeline: the dataset's manifest and the base in the mm layout."""
+    valid = validate_dataset(data_txt=data_txt, manifest_out="manifest.json", workdir=workdir)
+    profiles.apply(valid, deployment, pvc_name, task_image)
+    base_mm = convert_weights(source=base_model, target="base-mm", workdir=workdir)
+    profiles.apply(base_mm, deployment, pvc_name, task_image)
+    return valid, base_mm
 
 
 def train_expert(p: dict, deployment: Deployment, task_image, expert: str, load_subdir: str, valid, base_mm,

@@ -4,12 +4,10 @@ as a LoRA file diffusers loads -> a merged pipeline -> samples without and with 
 from kfp import dsl
 
 from components.compare_lora import compare_lora
-from components.convert_weights import convert_weights
 from components.export_lora import export_lora
 from components.merge_lora import merge_lora
-from components.validate_dataset import validate_dataset
 from pipelines import profiles
-from pipelines.full import train_expert
+from pipelines.full import train_expert, validate_and_convert
 from wan_core.k8s.deployment import Deployment
 
 
@@ -32,10 +30,7 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         volcano_queue: str = d["volcano_queue"],
     ):
         task_image = image if image_parameter else deployment.image
-        valid = validate_dataset(data_txt=data_txt, manifest_out="manifest.json", workdir=workdir)
-        profiles.apply(valid, deployment, pvc_name, task_image)
-        base_mm = convert_weights(source=base_model, target="base-mm", workdir=workdir)
-        profiles.apply(base_mm, deployment, pvc_name, task_image)
+        valid, base_mm = validate_and_convert(deployment, task_image, pvc_name, data_txt, base_model, workdir)
         p = locals()
 
         def adapters(expert: str, load_subdir: str):
