@@ -288,7 +288,7 @@ def test_bad_clip_at_run_time_is_skipped(tmp_path, demo, caplog):
 def test_example_configs_load():
     root = os.path.join(os.path.dirname(__file__), "..", "docs", "examples")
     paths = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".yaml")]
-    assert len(paths) == 12  # 5B t2v, 5B ti2v, A14B t2v/i2v x high/low, each real and tiny
+    assert len(paths) == 24  # 5B t2v, 5B ti2v, A14B t2v/i2v x high/low, each real and tiny, full and LoRA
     for path in paths:
         cfg = load_config(path)
         assert cfg.model.variant in path.replace("5B", "ti2v-5b").lower() or cfg.model.variant.split("-")[1] in path.lower()

@@ -268,8 +268,7 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
         for i, frames_i in zip(batch, videos):
             files = save_sample(output, i, frames_i, fps, job.save_array)
             records.append({"index": i, "prompt": prompts[i], "image": image_paths[i], "seed": job.seed + i,
-                            "size": [settings.frames, height, width], "batch": len(batch),
-                            "step_time_s": round(step_time, 4), **files})
+                            "size": [settings.frames, height, width], "step_time_s": round(step_time, 4), **files})
             previews[i] = gif_data_uri(frames_i)
         bar.update(len(batch))
     bar.close()
