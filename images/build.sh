@@ -26,9 +26,9 @@ TORCH_PIN=$(sed -n 's/^ *"torch==\([0-9.]*\)".*/\1/p' pyproject.toml)
 PREFIX=${WAN22_IMAGE_TAG_PREFIX:-wan22}
 DIGEST=$(source_digest)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wan22-build.XXXXXX")
-SERVER_PID=
 cleanup() {
-  [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true
+  # the index server is started inside $(...), a subshell: its PID comes back through a file
+  [ ! -f "$WORK/server.pid" ] || kill "$(cat "$WORK/server.pid")" 2>/dev/null || true
   rm -rf "$WORK"
   engine_stop
 }
@@ -82,7 +82,7 @@ local_torch_index() {  # serve the torch wheel pip finds on this host as a one-p
   local port
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   python3 -m http.server --bind 127.0.0.1 --directory "$WORK" "$port" >/dev/null 2>&1 &
-  SERVER_PID=$!
+  echo $! > "$WORK/server.pid"
   for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/simple/torch/" >/dev/null && break; sleep 0.1; done
   echo "http://127.0.0.1:$port/simple"
 }
