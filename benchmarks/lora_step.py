@@ -55,9 +55,7 @@ def run_one(mode: str, geo_name: str, device: str, rank: int, base_bf16: bool, c
     if mode == "lora":
         add_lora(model, LoraSettings(rank=rank, alpha=float(rank)))
         if base_bf16:
-            for name, p in model.named_parameters():
-                if not p.requires_grad and not any(k in name for k in ("time_embedding", "modulation", "norm3")):
-                    p.data = p.data.to(torch.bfloat16)
+            model.to_compute_dtype(torch.bfloat16, frozen_only=True)
     if checkpointing:
         model.enable_activation_checkpointing()
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -5,11 +5,15 @@ class UserError(Exception):
     """Bad input (a file, an entry, an argument). The message names what is wrong and where."""
 
 
-def one_paragraph(message: str) -> str:
-    """A message as one paragraph of at most 100 columns of plain text (how every command reports an error):
-    terminal escape codes that other libraries put in their messages are removed."""
+def plain_text(message) -> str:
+    """A message without the terminal escape codes that other libraries put in their messages."""
     import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(message))
+
+
+def one_paragraph(message: str) -> str:
+    """A message as one paragraph of at most 100 columns of plain text (how every command reports an error)."""
     import textwrap
 
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(message))
-    return textwrap.fill(" ".join(plain.split()), width=100)
+    return textwrap.fill(" ".join(plain_text(message).split()), width=100)

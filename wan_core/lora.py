@@ -141,9 +141,9 @@ def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], LoraSetti
             raise UserError(f"LoRA file {path}: {m['module']} is not a Wan2.2 transformer module") from None
         state[f"{module}.lora_{m['part']}.weight"] = tensor
     modules = pairs(state)
-    rank = next(iter(modules.values()))[0].shape[0] if modules else 0
     if not modules:
         raise UserError(f"LoRA file {path}: no LoRA weights inside")
+    rank = next(iter(modules.values()))[0].shape[0]
     config = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
     alpha = float(config.get(f"{PREFIX}lora_alpha", rank))  # diffusers' default without metadata: alpha = r
     settings = LoraSettings(rank=int(config.get(f"{PREFIX}r", rank)), alpha=alpha, targets=tuple(sorted(modules)))

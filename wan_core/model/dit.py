@@ -200,10 +200,12 @@ class WanDiT(nn.Module):
             block.compile(**options)
 
     # -- dtype handling ----------------------------------------------------------------------------
-    def to_compute_dtype(self, dtype: torch.dtype) -> "WanDiT":
+    def to_compute_dtype(self, dtype: torch.dtype, frozen_only: bool = False) -> "WanDiT":
         """Cast to `dtype`, keeping time embedding, modulation tables and norm3 in fp32 (as diffusers
-        does when loading with `torch_dtype`)."""
+        does when loading with `torch_dtype`); `frozen_only` leaves trainable parameters (LoRA) as they are."""
         for name, param in self.named_parameters():
+            if frozen_only and param.requires_grad:
+                continue
             keep = any(part in KEEP_IN_FP32 for part in name.split("."))
             param.data = param.data.to(torch.float32 if keep else dtype)
         return self

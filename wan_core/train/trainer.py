@@ -114,7 +114,7 @@ class Trainer:
     def build_model(self):
         import wan_core
         from wan_core.device import compile_wanted
-        from wan_core.model.dit import KEEP_IN_FP32, WanDiT
+        from wan_core.model.dit import WanDiT
 
         cfg = self.cfg
         source = cfg.load_path or str(Path(cfg.model.from_pretrained) / EXPERT_SLOT[cfg.model.expert or "high"])
@@ -139,10 +139,7 @@ class Trainer:
             add_lora(model, self.lora_settings)
             if cfg.train.dtype == "bf16" and not is_distributed():
                 # the frozen base is kept in bf16 (FSDP keeps one storage dtype per block and casts for compute)
-                for name, param in model.named_parameters():
-                    if not param.requires_grad and param.dtype == torch.float32 and not any(
-                            part in KEEP_IN_FP32 for part in name.split(".")):
-                        param.data = param.data.to(torch.bfloat16)
+                model.to_compute_dtype(torch.bfloat16, frozen_only=True)
         model = model.to(self.device).train()
         if is_distributed():  # FSDP2 over dp x cp, then context parallelism (the same weights on every rank)
             from wan_core.parallel.fsdp import parallelize

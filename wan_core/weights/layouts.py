@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from wan_core.checkpoint_layout import MM_INDEX, MM_PT, POINTER_FILE, RELEASE, DcpModelReader, mm_checkpoint_dir
-from wan_core.errors import UserError
+from wan_core.errors import UserError, plain_text
 from wan_core.model.config import PRESETS, WanConfig
 from wan_core.model.variants import OFFICIAL_EXPERT_DIRS, expert_slot
 from wan_core.storage import Location
@@ -182,7 +182,7 @@ def _load_mm_pt(pt: Location) -> dict[str, torch.Tensor]:
             raise UserError(f"{pt}: refused: loading it would call {call.args[0]} (a pickle that runs code); nothing "
                             "from it was executed") from None
         except Exception as exc:  # UnpicklingError names a disallowed global; anything else is a corrupt file
-            text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(exc))
+            text = plain_text(exc)
             blocked = re.search(r"unsupported GLOBAL ([\w.]+) whose module", text)
             if blocked:
                 raise UserError(f"{pt}: refused: loading it would call {blocked.group(1)} (a pickle that runs code); "
