@@ -12,10 +12,11 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """One tiny pipeline folder per variant, made once per session with the public command's code."""
+    from wan_core.model.variants import VARIANTS
     from wan_core.tiny import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny")
-    return {v: make_tiny_checkpoint(v, root / v, seed=1) for v in ("ti2v-5b", "t2v-a14b", "i2v-a14b")}
+    return {v: make_tiny_checkpoint(v, root / v, seed=1) for v in VARIANTS}
 
 
 class FakeArtifact:

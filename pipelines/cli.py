@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from wan_core import __version__
 from wan_core.cli import add_output_arg, int_range
 from wan_core.errors import UserError
 from wan_core.model.variants import VARIANTS
+
 
 def builders():
     from pipelines import convert, full, lora, sample
@@ -35,7 +37,7 @@ def compile_all(out: str | Path, deployment) -> list[Path]:
         for name, build in builders().items():
             func = build(deployment)
             compiler.Compiler().compile(func, str(Path(tmp) / f"{name}.yaml"))
-            options = compiler.KubernetesManifestOptions(pipeline_name=name, pipeline_version_name=f"{name}-v0-1-0",
+            options = compiler.KubernetesManifestOptions(pipeline_name=name, pipeline_version_name=f"{name}-v{__version__.replace('.', '-')}",
                                                          include_pipeline_manifest=True)
             compiler.Compiler().compile(func, str(Path(tmp) / "k8s" / f"{name}.yaml"), kubernetes_manifest_format=True,
                                         kubernetes_manifest_options=options)
@@ -51,7 +53,7 @@ def deployment_from_args(args):
     """The Deployment that the --profile/--image/--pvc/... options describe."""
     import json
 
-    from wan_core.k8s.deployment import Deployment
+    from components.k8s.deployment import Deployment
 
     selector = None
     if args.node_selector is not None:
@@ -81,10 +83,10 @@ def deployment_from_args(args):
 
 
 def add_deployment_args(p, profile: str = "cpu", devices_per_node: int = 0) -> None:
-    from wan_core.k8s.profiles import IMAGES
+    from components.k8s.profiles import IMAGES, PROFILES
 
     g = p.add_argument_group("deployment (where the pods run)")
-    g.add_argument("--profile", default=profile, choices=["npu", "cuda", "cpu"],
+    g.add_argument("--profile", default=profile, choices=list(PROFILES),
                    help=f"accelerator profile: resource name, env, node selector, tolerations (default: {profile})")
     g.add_argument("--image", help=f"container image (default: the profile's, e.g. {IMAGES['npu']})")
     g.add_argument("--image-pull-secret", help="Secret for pulling the image")
@@ -104,11 +106,7 @@ def add_deployment_args(p, profile: str = "cpu", devices_per_node: int = 0) -> N
 
 
 def _cmd_compile(args) -> int:
-    import os
-
     deployment = deployment_from_args(args)
-    # components/ read the image when first imported, which happens below
-    os.environ["WAN22_IMAGE"] = deployment.image
     for path in compile_all(args.out, deployment):
         print(path)
     return 0
@@ -117,10 +115,13 @@ def _cmd_compile(args) -> int:
 def _cmd_run(args) -> int:
     from pipelines.local import run_local
 
-    report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, cp=args.cp, iters=args.iters,
-                       containers=args.containers, image=args.image, cp_algo=args.cp_algo,
-                       ulysses_degree=args.ulysses_degree, verbose=args.verbose, overwrite=args.overwrite,
-                       pipeline=args.pipeline)
+    # the layout flags are shorthands for their training-config keys; --set comes after them and wins
+    layout = [f"parallel.cp={args.cp}", f"parallel.cp_algo={args.cp_algo}"]
+    if args.ulysses_degree:
+        layout.append(f"parallel.ulysses_degree={args.ulysses_degree}")
+    report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, iters=args.iters,
+                       overrides=[*layout, *args.set], containers=args.containers, image=args.image,
+                       verbose=args.verbose, overwrite=args.overwrite, pipeline=args.pipeline)
     print(f"pipeline finished; report: {report}")
     return 0
 
@@ -129,7 +130,7 @@ def _cmd_k8s_job(args) -> int:
     import yaml
 
     from wan_core.cli import build_parser
-    from wan_core.k8s.manifests import step_job
+    from components.k8s.manifests import step_job
 
     # the step's own arguments are parsed now, as the pod would parse them: a typo fails here, not in the pod
     step_args = build_parser().parse_args([args.step, *args.passthrough])
@@ -143,7 +144,7 @@ def _cmd_k8s_job(args) -> int:
 def _cmd_k8s_rbac(args) -> int:
     import yaml
 
-    from wan_core.k8s.launcher import rbac_manifests
+    from components.k8s.launcher import rbac_manifests
 
     sys.stdout.write(yaml.safe_dump_all(rbac_manifests(args.namespace, args.launcher, args.service_account),
                                         sort_keys=False))
@@ -153,7 +154,7 @@ def _cmd_k8s_rbac(args) -> int:
 def _cmd_k8s_train_job(args) -> int:
     import yaml
 
-    from wan_core.k8s.launcher import MANIFESTS, LaunchSpec
+    from components.k8s.launcher import MANIFESTS, LaunchSpec
 
     spec = LaunchSpec(args.name, ["wan22", "train", "--config", args.config], deployment_from_args(args))
     sys.stdout.write(yaml.safe_dump(MANIFESTS[args.launcher](spec), sort_keys=False))
@@ -161,12 +162,16 @@ def _cmd_k8s_train_job(args) -> int:
 
 
 def register(sub) -> None:
+    from components.k8s.launcher import KINDS
+    from components.k8s.manifests import STEPS
+    from wan_core.train.config import CP_ALGO_NAMES
+
     p = sub.add_parser("pipeline", help="compile the Kubeflow pipelines, or run the whole DAG locally",
                        epilog="examples:\n  wan22 pipeline run\n  wan22 pipeline compile --output compiled")
     ps = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
     c = ps.add_parser("compile", help="write every pipeline as KFP IR YAML and as Kubernetes-native manifests",
                       epilog="example:\n  wan22 pipeline compile --output compiled --profile npu "
-                      "--image registry.example/wan22:0.1.0-npu")
+                      f"--image registry.example/wan22:{__version__}-npu")
     add_output_arg(c, "out", ("--out",), "folder for NAME.yaml (KFP IR) and k8s/NAME.yaml")
     add_deployment_args(c, devices_per_node=8)
     c.set_defaults(func=_cmd_compile)
@@ -185,11 +190,14 @@ def register(sub) -> None:
     r.add_argument("--workdir", help="run folder (default runs/<timestamp>)")
     r.add_argument("--nproc", type=int_range(1), default=2, help="training processes")
     r.add_argument("--cp", type=int_range(1), default=2, help="context-parallel degree")
-    r.add_argument("--cp-algo", default="ulysses", choices=["ulysses", "ring", "usp"],
+    r.add_argument("--cp-algo", default="ulysses", choices=CP_ALGO_NAMES,
                    help="context-parallel algorithm (default: ulysses)")
     r.add_argument("--ulysses-degree", type=int_range(0), default=0,
                    help="Ulysses group size inside CP for usp (default: 0, i.e. not usp)")
     r.add_argument("--iters", type=int_range(1), default=6, help="training steps")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training-config key, as in wan22 train (repeatable), e.g. "
+                   "--set train.activation_checkpointing=true --set train.grad_accum=2 --set data.num_workers=1")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier run in --workdir")
     r.add_argument("--verbose", action="store_true",
                    help="show every step's full output (kfp.local's executor logs, library warnings)")
@@ -199,7 +207,7 @@ def register(sub) -> None:
                        epilog="example:\n  wan22 k8s rbac --namespace ml | kubectl apply -f -")
     ks = k.add_subparsers(dest="k8s_command", required=True, metavar="KIND")
     j = ks.add_parser("job", help="print a batch/v1 Job running one wan22 step (kubectl apply -f -)")
-    j.add_argument("step", choices=["validate-dataset", "convert", "train", "consolidate", "export", "sample"])
+    j.add_argument("step", choices=STEPS)
     j.epilog = ("the step's own arguments follow -- and are checked here.\nexample:\n  wan22 k8s job consolidate "
                 "--profile npu -- --source /data/save --output /data/mm")
     j.add_argument("--name")
@@ -208,13 +216,13 @@ def register(sub) -> None:
     rb = ks.add_parser("rbac", help="print the ServiceAccount, Role and RoleBinding the pretrain launcher needs",
                        epilog="example:\n  wan22 k8s rbac --namespace ml --launcher trainjob | kubectl apply -f -")
     rb.add_argument("--namespace", required=True)
-    rb.add_argument("--launcher", default="trainjob", choices=["trainjob", "pytorchjob", "volcano"])
+    rb.add_argument("--launcher", default="trainjob", choices=list(KINDS))
     rb.add_argument("--service-account", default="wan22-launcher")
     rb.set_defaults(func=_cmd_k8s_rbac)
     tj = ks.add_parser("train-job", help="print the multi-node training job the pretrain step would submit",
                        epilog="example:\n  wan22 k8s train-job --config /data/train.yaml --nnodes 2 "
                        "--devices-per-node 8")
-    tj.add_argument("--launcher", default="trainjob", choices=["trainjob", "pytorchjob", "volcano"])
+    tj.add_argument("--launcher", default="trainjob", choices=list(KINDS))
     tj.add_argument("--name", default="wan22-train")
     tj.add_argument("--config", required=True, help="training config path inside the pods (on the data volume)")
     add_deployment_args(tj, profile="npu", devices_per_node=8)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from wan_core.errors import UserError
-from wan_core.k8s.deployment import NON_ROOT_UID  # the images' user
+from components.k8s.deployment import NON_ROOT_UID  # the images' user
 
 LABEL = "wan22.kfp-local"
 

@@ -10,22 +10,41 @@ import time
 import warnings
 from pathlib import Path
 
+SIZE = 32  # clips and samples of a local run: SIZE x SIZE pixels
 
-def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, cp: int = 2,
-              iters: int = 6, containers: bool = False, image: str | None = None, cp_algo: str = "ulysses",
-              ulysses_degree: int = 0, verbose: bool = False, overwrite: bool = False, pipeline: str = "full") -> Path:
+
+def local_document(pipeline: str, variant: str, iters: int) -> str:
+    """The training config of a local run: the variant at tiny size, a learning rate that moves tiny weights."""
+    import yaml
+
+    train = {"iters": iters, "save_interval": max(1, iters // 2), "micro_batch_size": 1, "dtype": "fp32",
+             "lr": 1e-3 if pipeline == "full" else 3e-2}
+    if pipeline == "lora":
+        train["lora"] = {"rank": 4, "alpha": 8.0}
+    return yaml.safe_dump({"model": {"variant": variant}, "data": {"num_frames": 9, "height": SIZE, "width": SIZE,
+                                                                   "fps": 16.0}, "train": train}, sort_keys=False)
+
+
+def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, iters: int = 6,
+              overrides: list[str] | None = None, containers: bool = False, image: str | None = None,
+              verbose: bool = False, overwrite: bool = False, pipeline: str = "full") -> Path:
+    """`overrides`: `--set a.b=c` items on top of the local training config (parallel.cp, ... among them)."""
     from kfp import local
 
+    from pipelines import full, lora
     from pipelines.console import step_console
     from pipelines.report import write_run_report
     from wan_core.errors import UserError
     from wan_core.fsutil import check_output_dir, output_owner, write_marker
-    from wan_core.k8s.deployment import Deployment
+    from components.k8s.deployment import Deployment
     from wan_core.model import variants
 
-    if iters < 1 or nproc < 1 or cp < 1:
-        raise UserError(f"--iters {iters}, --nproc {nproc}, --cp {cp}: each must be at least 1")
-    _check_layout(variant, nproc, cp, cp_algo, ulysses_degree)
+    if pipeline not in ("full", "lora"):
+        raise UserError(f"--pipeline must be full or lora, got {pipeline!r}")
+    if iters < 1 or nproc < 1:
+        raise UserError(f"--iters {iters}, --nproc {nproc}: each must be at least 1")
+    document, overrides = local_document(pipeline, variant, iters), list(overrides or [])
+    dims = _check_layout(document, overrides, variant, nproc)  # before anything is made or started
 
     from wan_core.data.demo import make_demo_dataset
     from wan_core.tiny import make_tiny_checkpoint
@@ -58,7 +77,6 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
             lines.append(f"image{i}.png")
         (run_dir / "inputs" / "images.txt").write_text("\n".join(lines) + "\n")
         images = str(run_dir / "inputs" / "images.txt")
-    size = 32
     if containers:
         from pipelines.containers import container_runner
 
@@ -69,9 +87,7 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         runner_context = contextlib.nullcontext(local.SubprocessRunner(use_venv=False))
         deployment = Deployment()
     how = f"in containers of {image}" if containers else "as subprocesses"
-    layout = f"CP={cp} {cp_algo}" + (f" (Ulysses groups of {ulysses_degree})" if cp_algo == "usp" else "")
-    if pipeline not in ("full", "lora"):
-        raise UserError(f"--pipeline must be full or lora, got {pipeline!r}")
+    layout = f"CP={dims.cp} {dims.cp_algo}" + (f" (Ulysses groups of {dims.ulysses})" if dims.cp_algo == "usp" else "")
     print(f"[wan22] running wan22-{pipeline} under kfp.local {how}: {variant}, {nproc} processes, {layout}, "
           f"{iters} steps", flush=True)
     log_path = run_dir / "pipeline.log"
@@ -85,9 +101,12 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
         local.init(runner=runner, pipeline_root=str(run_dir))
         try:
-            _run(pipeline, deployment, base=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
-                 prompts=str(prompts), images=images, variant=variant, iters=iters, nproc=nproc, cp=cp,
-                 size=size, cp_algo=cp_algo, ulysses_degree=ulysses_degree)
+            build = {"full": full.build, "lora": lora.build}[pipeline]
+            build(deployment, image_parameter=False)(
+                base_model=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
+                prompts=str(prompts), images=images, train_config=document, train_set=overrides, nnodes=1,
+                devices_per_node=nproc, launcher="local", sample_frames=5, sample_height=SIZE, sample_width=SIZE,
+                sample_steps=4)
         except RuntimeError:
             if console.step_failed() is None:
                 raise
@@ -95,8 +114,8 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         step, cause = console.failed
         raise UserError(f"step {step} failed: {cause} (its full output is in {log_path})")
     settings = {"pipeline": f"wan22-{pipeline}", "variant": variant, "steps ran": how,
-                "training": f"{iters} steps, {nproc} processes, {layout}", "clip size": f"9 frames of {size}×{size}",
-                "sampling": f"5 frames of {size}×{size}, 4 steps", "tiny": True}
+                "training": f"{iters} steps, {nproc} processes, {layout}", "clip size": f"9 frames of {SIZE}×{SIZE}",
+                "sampling": f"5 frames of {SIZE}×{SIZE}, 4 steps", "tiny": True}
     return write_run_report(run_dir, settings, console.timings, time.time() - started)
 
 
@@ -122,14 +141,17 @@ def private_tmp(folder: Path):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _check_layout(variant: str, nproc: int, cp: int, cp_algo: str, ulysses_degree: int) -> None:
-    """The training layout against the tiny model, before anything is made or started."""
+def _check_layout(document: str, overrides: list[str], variant: str, nproc: int):
+    """The training config and its layout on `nproc` processes of the tiny model, before anything is made."""
     from wan_core.model.config import WanConfig
     from wan_core.model.variants import get as get_variant
     from wan_core.parallel.mesh import ParallelDims
+    from wan_core.train.config import resolve_document
 
-    dims = ParallelDims(nproc, cp, cp_algo, ulysses_degree or None)
-    dims.validate(WanConfig.from_preset(get_variant(variant).tiny_preset).num_heads)
+    # the checkpoint and data do not exist yet; the pipeline's own wiring replaces these placeholders
+    cfg = resolve_document(document, [*overrides, "model.from_pretrained=base", "save_path=save",
+                                      "data.data_txt=data.txt", f"model.expert={'high' if get_variant(variant).two_experts else 'null'}"])
+    return ParallelDims.of(cfg.parallel, nproc, WanConfig.from_preset(get_variant(variant).tiny_preset).num_heads)
 
 
 def default_image() -> str:
@@ -137,19 +159,3 @@ def default_image() -> str:
     import wan_core
 
     return f"wan22:{wan_core.__version__}-cpu"
-
-
-def _run(pipeline, deployment, base, data_txt, workdir, prompts, images, variant, iters, nproc, cp, size, cp_algo,
-         ulysses_degree) -> None:
-    from pipelines import full, lora
-
-    build = {"full": full.build, "lora": lora.build}[pipeline]
-    extra = {"lora_rank": 4, "lora_alpha": 8.0} if pipeline == "lora" else {}
-    build(deployment, image_parameter=False)(
-        base_model=base, data_txt=data_txt, workdir=workdir, prompts=prompts, images=images, variant=variant,
-        iters=iters, save_interval=max(1, iters // 2), micro_batch_size=1, lr=1e-3 if pipeline == "full" else 3e-2,
-        dtype="fp32", num_frames=9, height=size, width=size, fps=16.0, nnodes=1, devices_per_node=nproc, cp=cp,
-        cp_algo=cp_algo, ulysses_degree=ulysses_degree, launcher="local", sample_frames=5, sample_height=size,
-        sample_width=size, sample_steps=4, **extra)
-
-

@@ -1,4 +1,4 @@
-"""Applying a deployment (wan_core.k8s.deployment.Deployment) to pipeline tasks with kfp-kubernetes.
+"""Applying a deployment (components.k8s.deployment.Deployment) to pipeline tasks with kfp-kubernetes.
 
 Compile-time fields (profile, secrets, whether a data volume is mounted) are fixed here; the rest are
 run parameters of each pipeline, with the compile-time values as defaults (`run_defaults`), so a run
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from kfp import kubernetes
 
-from wan_core.k8s.profiles import profile_env
-from wan_core.k8s.deployment import DATA_MOUNT, STORAGE_SECRET_KEYS, Deployment
+from components.k8s.profiles import profile_env
+from components.k8s.deployment import DATA_MOUNT, STORAGE_SECRET_KEYS, Deployment
 
 
 def run_defaults(deployment: Deployment) -> dict:

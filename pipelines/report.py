@@ -80,7 +80,7 @@ def _conversion(work: Path, link) -> str:
 
 
 def _training(work: Path, link) -> str:
-    from wan_core.pipeline_steps import loss_curve_svg, read_metrics
+    from components.pretrain.curve import loss_curve_svg, read_metrics
 
     out = []
     for metrics in sorted(work.glob("train-*/metrics.jsonl")):

@@ -2,14 +2,14 @@
 from kfp import dsl
 
 from components.batch_sample import batch_sample
+from components.k8s.deployment import Deployment
 from pipelines import profiles
-from wan_core.k8s.deployment import Deployment
+from pipelines.parameters import described
 
 
 def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
     d = profiles.run_defaults(deployment)
 
-    @dsl.pipeline(name="wan22-sample", description="Batch sampling of Wan2.2 videos")
     def wan22_sample(model: str, prompts: str, output: str, images: str = "", frames: int = 0, height: int = 0,
                      width: int = 0, steps: int = 0, guidance: str = "", seed: int = 0, devices: int = 1,
                      image: str = d["image"], pvc_name: str = d["pvc_name"],
@@ -20,4 +20,4 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         profiles.apply(s, deployment, pvc_name, image if image_parameter else deployment.image, devices=devices,
                        node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource)
 
-    return wan22_sample
+    return dsl.pipeline(name="wan22-sample", description="Batch sampling of Wan2.2 videos")(described("Batch sampling of Wan2.2 videos.", wan22_sample))

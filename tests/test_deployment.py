@@ -11,7 +11,7 @@ import yaml
 
 from helpers.k8s_schemas import assert_valid, problems
 from wan_core.errors import UserError
-from wan_core.k8s.deployment import STORAGE_SECRET_KEYS, Deployment
+from components.k8s.deployment import STORAGE_SECRET_KEYS, Deployment
 
 PROFILES = ("npu", "cuda", "cpu")
 PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
@@ -175,7 +175,7 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
     """The pretrain step that submits a cluster job, run from its compiled inputs, submits exactly the
     deployment's image, claim, secrets, selectors, tolerations and resources - and requests nothing itself."""
     from components.pretrain import pretrain
-    from wan_core.k8s import launcher as launcher_module
+    from components.k8s import launcher as launcher_module
 
     deployment, out = compiled
     spec, platform = load(out / "wan22-full.yaml")
@@ -318,8 +318,8 @@ def test_cli_manifests_validate(profile, run_cli):
 
 def test_validation_can_fail():
     """The checks reject what a cluster would reject: unknown fields, wrong types, nulls, bad names."""
-    from wan_core.k8s.launcher import LaunchSpec, trainjob_manifest, volcano_manifest
-    from wan_core.k8s.manifests import step_job
+    from components.k8s.launcher import LaunchSpec, trainjob_manifest, volcano_manifest
+    from components.k8s.manifests import step_job
 
     spec = LaunchSpec("wan22-train-x", ["wan22", "train"], given("npu"))
     tj = trainjob_manifest(spec)

@@ -112,7 +112,7 @@ def test_images_are_pinned_and_non_root():
     """What images/build.sh and make e2e cannot show here (the cuda and npu bases cannot be pulled):
     base image and torch index are build arguments with pinned public defaults, the user is not root,
     the pins match pyproject.toml, and no entrypoint stands between KFP's command and the environment."""
-    from wan_core.k8s.profiles import NPU_ENV_DEFAULTS
+    from components.k8s.profiles import NPU_ENV_DEFAULTS
 
     pyproject = (ROOT / "pyproject.toml").read_text()
     torch_pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)

@@ -11,8 +11,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from wan_core.errors import UserError
-from wan_core.k8s.deployment import Deployment
-from wan_core.k8s.launcher import (KINDS, LaunchSpec, Launcher, job_name, job_state, pytorchjob_manifest,
+from components.k8s.deployment import Deployment
+from components.k8s.launcher import (KINDS, LaunchSpec, Launcher, job_name, job_state, pytorchjob_manifest,
                                    rbac_manifests, trainjob_manifest, volcano_manifest, _validate_trainjob)
 
 SPEC = LaunchSpec("wan22-train-abc", ["wan22", "train", "--config", "/data/t.yaml"],

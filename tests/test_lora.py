@@ -11,7 +11,8 @@ import yaml
 from safetensors.torch import load_file
 
 import wan_core
-from wan_core.lora import DEFAULT_TARGETS, LoraSettings, write_diffusers_lora
+from wan_core.train.config import DEFAULT_TARGETS, LoraSettings
+from wan_core.train.lora import write_diffusers_lora
 from wan_core.weights.names import convert_key
 
 RANK, ALPHA = 4, 8.0

@@ -137,7 +137,7 @@ def mm_load_from_mm(load_dir):
 
 def test_mindspeed_mm_reads_the_mm_folders_we_write(tmp_path, tiny_checkpoints):
     import wan_core
-    from wan_core.checkpoint_layout import read_pointer, write_pointer
+    from wan_core.weights.checkpoint_layout import read_pointer, write_pointer
     from wan_core.weights.convert import hf_to_mm
 
     hf_to_mm(str(tiny_checkpoints["t2v-a14b"] / "transformer"), str(tmp_path / "mm"), fmt="mm-pt", progress=False)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from wan_core.k8s.profiles import profile_env, validate_npu_env
+from components.k8s.profiles import profile_env, validate_npu_env
 from wan_core.errors import UserError
 from wan_core.parallel.env import node_env, process_env
 from wan_core.parallel.launch import launch_plan, torchrun_command

@@ -275,52 +275,25 @@ def _train_config(args):
 
 
 def _cmd_train(args) -> int:
+    from wan_core.parallel.env import is_rank0
     from wan_core.parallel.launch import launch_plan, run_torchrun
     from wan_core.train.trainer import run_training
 
     cfg = _train_config(args)  # checked before any process starts
     plan = launch_plan(args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
     if plan is not None:
-        from wan_core.parallel.mesh import ParallelDims
+        from wan_core.train.plan import parallel_layout
 
-        nproc, nnodes = plan[0], plan[1]
-        heads = _model_heads(cfg)
-        dims = ParallelDims(nproc * nnodes, cfg.parallel.cp, cfg.parallel.cp_algo, cfg.parallel.ulysses_degree)
-        if heads:
-            dims.validate(heads)
-        status = run_torchrun(_strip_launch_args(args.argv), plan)
+        parallel_layout(cfg, world_size=plan[0] * plan[1])  # nproc x nnodes
+        # the ranks read the same config file and --set list
+        status = run_torchrun(args.argv, plan)
         if status:
             raise UserError(f"training failed (torchrun exit status {status}); see the rank messages above")
         return 0
     last = run_training(cfg)
-    if os.environ.get("RANK", "0") == "0":  # once, not once per rank
+    if is_rank0():  # once, not once per rank
         print(f"training finished at step {last.get('step')}; checkpoints in {cfg.save_path}")
     return 0
-
-
-def _model_heads(cfg) -> int | None:
-    import json as _json
-
-    path = Path(cfg.model.from_pretrained) / "transformer" / "config.json"
-    try:
-        return int(_json.loads(path.read_text())["num_attention_heads"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _strip_launch_args(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint"):
-            skip = True
-            continue
-        if a.split("=")[0] in ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint"):
-            continue
-        out.append(a)
-    return out
 
 
 def _cmd_cache_features(args) -> int:

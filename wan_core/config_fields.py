@@ -1,5 +1,6 @@
-"""Typed reads of fields from config files we do not own (MindSpeed-MM's JSON): a wrong type is named
-with its file and dotted field, instead of failing later as "too many values to unpack"."""
+"""Typed reads of fields we do not own: config files (MindSpeed-MM's JSON), where a wrong type is named with
+its file and dotted field instead of failing later as "too many values to unpack", and environment variables
+(`int_var`, the one reader of every integer a launcher or the user sets)."""
 from __future__ import annotations
 
 from wan_core.errors import UserError
@@ -40,3 +41,14 @@ def get_int_list(mapping, path: str, length: int, source, default=None):
 def _show(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def int_var(env, name, default=None):
+    """An integer launcher variable; a value that is not an integer is an error, never ignored."""
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None

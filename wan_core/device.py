@@ -71,5 +71,7 @@ def loader_workers(setting: int | None, device: torch.device) -> int:
         return 0
     import os
 
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    from wan_core.config_fields import int_var
+
+    local = int_var(os.environ, "LOCAL_WORLD_SIZE", 1) or 1
     return max(1, min(4, (os.cpu_count() or 2) // local - 1))

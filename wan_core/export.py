@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from wan_core.checkpoint_layout import TRAINER_STATE, DcpModelReader, training_iteration, write_mm_release
+from wan_core.weights.checkpoint_layout import TRAINER_STATE, DcpModelReader, training_iteration, write_mm_release
 from wan_core import device
 from wan_core.errors import UserError
 from wan_core.model.config import WanConfig
@@ -134,7 +134,8 @@ LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: load_
 
 def export_lora(source: str, target: str, iteration: str | int | None = None, overwrite: bool = False) -> Path:
     """A LoRA training checkpoint (DCP adapters) -> one diffusers-format LoRA file. Returns the file."""
-    from wan_core.lora import LoraSettings, adapter_state, write_diffusers_lora
+    from wan_core.train.config import LoraSettings, validated
+    from wan_core.train.lora import adapter_state, write_diffusers_lora
 
     folder = training_iteration(Path(source), iteration)
     reader = DcpModelReader(folder)
@@ -144,8 +145,8 @@ def export_lora(source: str, target: str, iteration: str | int | None = None, ov
                         "wan22 consolidate)")
     try:
         lora = json.loads((folder / TRAINER_STATE).read_text())["config"]["train"]["lora"]
-        settings = LoraSettings(int(lora["rank"]), float(lora["alpha"]), float(lora["dropout"]), tuple(lora["targets"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        settings = validated(LoraSettings, lora)
+    except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
         raise UserError(f"--source {folder}: cannot read the LoRA settings from {TRAINER_STATE} ({exc})") from None
     with output_dir(target, "export-lora", overwrite) as tmp:
         write_diffusers_lora(tmp / LORA_FILE, state, settings)
@@ -159,7 +160,7 @@ def merge_lora(base: str, target: str, lora: str, lora_2: str | None = None, sca
                layout: str = "pipeline", overwrite: bool = False) -> Path:
     """base + scale * (alpha / r) * B @ A for each expert's LoRA file, written as a complete pipeline folder
     (layout 'pipeline', base must be one) or as transformer checkpoint(s) in the diffusers, mm or official layout."""
-    from wan_core.lora import merged_weights, read_lora_file
+    from wan_core.train.lora import merged_weights, read_lora_file
     from wan_core.weights.convert import write_checkpoints
     from wan_core.weights.layouts import Checkpoint, find_checkpoints, validate_checkpoint
     from wan_core.weights.safetensors_io import TensorMeta as Meta

@@ -1,4 +1,5 @@
-"""Local paths and fsspec URLs behind one small interface (the one place that talks to fsspec).
+"""Local paths and fsspec URLs behind one small interface, `Location` (its `fs` and `path` are there for
+the few callers that need a filesystem call of their own: mirroring a training folder, the pointer file).
 
 Reads stream through file objects; outputs are written to a local temporary folder and then moved
 into place (renamed locally, uploaded and moved on object stores), so a failure leaves no target.

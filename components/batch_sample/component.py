@@ -12,7 +12,8 @@ def batch_sample(model: str, prompts: str, output: str, preview: Output[HTML], m
     step's artifact. 0 / "" mean the variant's defaults. Returns the output folder."""
     import pathlib
 
-    from wan_core.pipeline_steps import sample_step, under
+    from components import under
+    from components.batch_sample.step import sample_step
 
     return sample_step(model, prompts, under(workdir, output), images, (frames, height, width), steps, guidance, seed, nproc,
                        pathlib.Path(preview.path), metrics.log_metric)

@@ -12,7 +12,8 @@ def compare_lora(model: str, lora: str, prompts: str, output: str, preview: Outp
     the HTML preview shows each pair side by side. Returns the output folder."""
     import pathlib
 
-    from wan_core.pipeline_steps import compare_lora_step, under
+    from components import under
+    from components.compare_lora.step import compare_lora_step
 
     return compare_lora_step(model, lora, lora_2, prompts, under(workdir, output), images, (frames, height, width),
                              steps, seed, pathlib.Path(preview.path), metrics.log_metric)

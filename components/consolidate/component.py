@@ -8,7 +8,7 @@ def consolidate(save_path: str, target: str, iteration: str = "latest", fmt: str
                 dtype: str = "keep", workdir: str = "") -> str:
     """DCP training checkpoint -> one mm checkpoint (model tensors only, streamed); returns the target."""
     from wan_core.export import consolidate as run
-    from wan_core.pipeline_steps import under
+    from components import under
 
     target = under(workdir, target)
 

@@ -8,7 +8,7 @@ def convert_weights(source: str, target: str, direction: str = "hf-to-mm", fmt: 
                     hf_dir: str = "", layout: str = "diffusers", workdir: str = "") -> str:
     """wan22 convert hf-to-mm / mm-to-hf between paths or fsspec URLs; returns the target. A retried step
     replaces its own earlier output (never another folder)."""
-    from wan_core.pipeline_steps import under
+    from components import under
     from wan_core.weights import convert
 
     target = under(workdir, target)

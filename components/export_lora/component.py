@@ -8,6 +8,6 @@ def export_lora(save_path: str, target: str, iteration: str = "latest", workdir:
     """The adapters of a LoRA training run's DCP checkpoint -> TARGET/pytorch_lora_weights.safetensors in diffusers'
     format (rank and alpha in its metadata); returns the file."""
     from wan_core.export import export_lora as run
-    from wan_core.pipeline_steps import under
+    from components import under
 
     return str(run(save_path, under(workdir, target), iteration, overwrite=True))  # a retry replaces its own output

@@ -2,7 +2,7 @@ import torch
 
 import wan_core
 from components.export_lora import export_lora
-from wan_core.lora import LoraSettings, add_lora, read_lora_file
+from wan_core.train.lora import LoraSettings, add_lora, read_lora_file
 from wan_core.train.checkpoint import CheckpointManager
 
 

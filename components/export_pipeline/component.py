@@ -9,7 +9,7 @@ def export_pipeline(source: str, base: str, target: str, source_2: str = "", exp
     """mm checkpoint(s) -> a complete diffusers pipeline folder (base's vae, text encoder, tokenizer,
     scheduler); returns the target."""
     from wan_core.export import export
-    from wan_core.pipeline_steps import under
+    from components import under
 
     target = under(workdir, target)
 

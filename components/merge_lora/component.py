@@ -9,6 +9,6 @@ def merge_lora(base: str, lora: str, target: str, lora_2: str = "", scale: float
     """base + scale * (alpha / r) * B @ A: a complete diffusers pipeline folder (or transformer checkpoints in the
     diffusers, mm or official layout); returns the target."""
     from wan_core.export import merge_lora as run
-    from wan_core.pipeline_steps import under
+    from components import under
 
     return str(run(base, under(workdir, target), lora, lora_2 or None, scale, layout, overwrite=True))

@@ -1,35 +1,88 @@
 import json
 
 import pytest
+import yaml
 
+from components.plan_training import plan_training
 from components.pretrain import pretrain
 from wan_core.errors import UserError
 
+DOCUMENT = yaml.safe_dump({"model": {"variant": "t2v-a14b"}, "data": {"num_frames": 9, "height": 32, "width": 32},
+                           "train": {"iters": 2, "save_interval": 1, "lr": 1e-3}})
 
-def params(tmp_path, ckpt, demo_dataset, **over):
+
+def params(tmp_path, ckpt, demo_dataset, train_set=(), **over):
     manifest = tmp_path / "manifest.json"
     from wan_core.data.manifest import validate_dataset
 
     manifest.write_text(json.dumps([r.entry for r in validate_dataset(demo_dataset / "data.txt")[0]]))
-    p = dict(base_model=str(ckpt), variant="t2v-a14b", task="", expert="high", manifest=str(manifest),
-             save_path="train", load_path="", iters=2, save_interval=1, micro_batch_size=1, lr=1e-3, dtype="fp32",
-             num_frames=9, height=32, width=32, fps=16.0, devices_per_node=1, nnodes=1, cp=1, cp_algo="ulysses",
-             launcher="local", workdir=str(tmp_path))
+    p = dict(train_config=DOCUMENT, train_set=list(train_set), base_model=str(ckpt), expert="high",
+             manifest=str(manifest), save_path="train", load_path="", devices_per_node=1, nnodes=1, launcher="local",
+             workdir=str(tmp_path))
     p.update(over)
     return p
 
 
 def test_trains_locally_and_reports(tmp_path, tiny_checkpoints, demo_dataset, artifact):
     curve, metrics = artifact("curve.html"), artifact("metrics")
-    out = pretrain.python_func(**params(tmp_path, tiny_checkpoints["t2v-a14b"], demo_dataset), curve=curve,
-                               metrics=metrics)
+    out = pretrain.python_func(**params(tmp_path, tiny_checkpoints["t2v-a14b"], demo_dataset,
+                                        train_set=["train.grad_accum=2"]), curve=curve, metrics=metrics)
     assert out == str(tmp_path / "train")
     assert (tmp_path / "train" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     assert metrics.metrics["steps"] == 2 and metrics.metrics["final_loss"] > 0
     assert "<svg" in open(curve.path).read() and "polyline" in open(curve.path).read()
+    # the one file every rank read: the document, the run's override and the task's wiring
+    resolved = json.loads((tmp_path / "train" / "config.resolved.json").read_text())
+    assert resolved["train"]["grad_accum"] == 2 and resolved["model"]["expert"] == "high"
+    assert resolved["data"]["manifest"] == str(tmp_path / "manifest.json") and resolved["data"]["data_txt"] is None
 
 
 def test_training_failure_fails_the_step(tmp_path, tiny_checkpoints, demo_dataset, artifact):
     p = params(tmp_path, tiny_checkpoints["t2v-a14b"], demo_dataset, load_path=str(tmp_path / "missing"))
     with pytest.raises(UserError, match="training failed"):
         pretrain.python_func(**p, curve=artifact("c.html"), metrics=artifact("m"))
+
+
+def test_impossible_layout_fails_in_the_step_before_any_job_is_submitted(tmp_path, tiny_checkpoints, demo_dataset,
+                                                                         artifact, monkeypatch):
+    """The cluster path: 1 node x 3 devices cannot hold CP=2; nothing reaches the Kubernetes API."""
+    import components.k8s.launcher as launcher
+
+    calls = []
+
+    class Submitted(Exception):
+        pass
+
+    def cluster_api():
+        calls.append("api")
+        raise Submitted
+
+    monkeypatch.setattr(launcher, "ClusterApi", cluster_api)
+    p = params(tmp_path, tiny_checkpoints["t2v-a14b"], demo_dataset, train_set=["parallel.cp=2"],
+               launcher="trainjob", devices_per_node=3, nnodes=1, profile="cuda")
+    with pytest.raises(UserError, match=r"parallel.cp=2 must divide the number of processes 3 \(valid: 1, 3\)"):
+        pretrain.python_func(**p, curve=artifact("c.html"), metrics=artifact("m"))
+    assert calls == [] and not (tmp_path / "train").exists()
+    # and the same layout on 2 x 3 processes passes the check and goes on to submit
+    p.update(nnodes=2)
+    with pytest.raises(Submitted):
+        pretrain.python_func(**p, curve=artifact("c2.html"), metrics=artifact("m2"))
+    assert calls == ["api"]
+
+
+def test_plan_validates_every_expert_and_counts_them(tmp_path, tiny_checkpoints, demo_dataset, artifact):
+    report = artifact("resolved.md")
+    base = str(tiny_checkpoints["t2v-a14b"])
+    data_txt = str(demo_dataset / "data.txt")
+    assert plan_training.python_func(train_config=DOCUMENT, train_set=[], base_model=base, data_txt=data_txt,
+                                     nnodes=1, devices_per_node=2, resolved=report, workdir=str(tmp_path)) == 2
+    text = open(report.path).read()
+    assert "expert: high" in text and "expert: low" in text and "(2 processes)" in text
+    five = str(tiny_checkpoints["ti2v-5b"])
+    assert plan_training.python_func(train_config=DOCUMENT, train_set=["model.variant=ti2v-5b"], base_model=five,
+                                     data_txt=data_txt, nnodes=1, devices_per_node=1, resolved=artifact("r2.md"),
+                                     workdir=str(tmp_path)) == 1
+    with pytest.raises(UserError, match="train.grad_accum: expected an integer"):
+        plan_training.python_func(train_config=DOCUMENT, train_set=["train.grad_accum=two"], base_model=base,
+                                  data_txt=data_txt, nnodes=1, devices_per_node=1, resolved=artifact("r3.md"),
+                                  workdir=str(tmp_path))

@@ -12,7 +12,8 @@ def validate_dataset(data_txt: str, manifest_out: str, report: Output[Markdown],
     invalid unless allow_invalid."""
     import pathlib
 
-    from wan_core.pipeline_steps import under, validate_dataset_step
+    from components import under
+    from components.validate_dataset.step import validate_dataset_step
 
     return validate_dataset_step(data_txt, under(workdir, manifest_out), pathlib.Path(report.path), pathlib.Path(html_report.path),
                                  metrics.log_metric, allow_invalid)

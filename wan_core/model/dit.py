@@ -179,7 +179,7 @@ class WanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
         self.blocks = nn.ModuleList(WanBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
-        self.checkpoint_every = 0  # activation checkpointing: recompute every n-th block in backward (0: off)
+        self.activation_checkpointing = False  # recompute each block's activations in backward
         self.context_parallel = None
 
     def enable_context_parallel(self, cp) -> None:
@@ -188,9 +188,9 @@ class WanDiT(nn.Module):
         for block in self.blocks:
             block.self_attn.context_parallel = cp
 
-    def enable_activation_checkpointing(self, every: int = 1) -> None:
-        """Recompute the activations of every `every`-th block during backward instead of storing them."""
-        self.checkpoint_every = every
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each block's activations during backward instead of storing them."""
+        self.activation_checkpointing = True
 
     def compile_blocks(self, **options) -> None:
         """Regional compilation (diffusers' compile_repeated_blocks, torchtitan's per-block compile): each
@@ -275,8 +275,8 @@ class WanDiT(nn.Module):
         else:
             context, kvs = self.text_embedding(encoder_hidden_states.to(dtype)), [None] * len(self.blocks)
 
-        for i, (block, kv) in enumerate(zip(self.blocks, kvs)):
-            if self.checkpoint_every and torch.is_grad_enabled() and i % self.checkpoint_every == 0:
+        for block, kv in zip(self.blocks, kvs):
+            if self.activation_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, x, context, e0, rope, kv, use_reentrant=False)
             else:
                 x = block(x, context, e0, rope, context_kv=kv)

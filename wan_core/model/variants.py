@@ -70,6 +70,19 @@ class Variant:
         return (self.latent_channels, (num_frames - 1) // self.vae_temporal + 1, height // self.vae_spatial,
                 width // self.vae_spatial)
 
+    def frames_problem(self, frames: int) -> str | None:
+        """Why `frames` is not a clip length the VAE encodes (1 + a multiple of its temporal stride), or None."""
+        stride = self.vae_temporal
+        if frames >= 1 and (frames - 1) % stride == 0:
+            return None
+        below = max(1, (frames - 1) // stride * stride + 1)
+        return f"frames must be {stride}n+1 (e.g. {below} or {below + stride}), got {frames}"
+
+    def check_frames(self, frames: int, what: str = "frames") -> None:
+        problem = self.frames_problem(frames)
+        if problem:
+            raise UserError(f"{what}: {problem}")
+
     def index_range(self, expert: str | None) -> tuple[int, int]:
         return self.index_ranges[expert or self.experts[0]]
 

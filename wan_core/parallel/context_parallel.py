@@ -41,12 +41,13 @@ def all_to_all(x: torch.Tensor, group, out_splits: list[int], in_splits: list[in
 
 
 class ContextParallel:
-    def __init__(self, dims, groups):
+    def __init__(self, dims, mesh):
+        """`mesh`: ParallelDims.build_mesh()'s DeviceMesh, whose "cp", "ulysses" and "ring" views are my groups."""
         rank = dist.get_rank()
         self.algo = dims.cp_algo
-        self.cp_group, cp_ranks = groups["cp"]
-        self.u_group, u_ranks = groups["ulysses"]
-        self.r_group, r_ranks = groups["ring"]
+        self.cp_group, self.u_group, self.r_group = (mesh[name].get_group() for name in ("cp", "ulysses", "ring"))
+        cp_ranks, u_ranks, r_ranks = (dist.get_process_group_ranks(g) for g in (self.cp_group, self.u_group,
+                                                                                 self.r_group))
         self.cp, self.cp_rank = len(cp_ranks), cp_ranks.index(rank)
         self.u, self.u_rank = len(u_ranks), u_ranks.index(rank)
         self.r, self.r_rank = len(r_ranks), r_ranks.index(rank)
@@ -146,17 +147,9 @@ class ContextParallel:
                 scores = scores.masked_fill(~mask.transpose(0, 1)[:, None, None, :], float("-inf"))
             block_lse = torch.logsumexp(scores, dim=-1)  # [B, H, Lq]
             safe = torch.where(torch.isfinite(block_lse), block_lse, torch.zeros_like(block_lse))
-            block_out = torch.einsum("bhlk,bkhd->blhd", torch.exp(scores - safe[..., None]), vb)
-            if out is None:
-                out, lse = block_out, block_lse
-                continue
-            new_lse = torch.logaddexp(lse, block_lse)
-            finite = torch.isfinite(new_lse)
-            w_old = torch.where(finite, torch.exp(lse - torch.where(finite, new_lse, 0)), torch.zeros_like(lse))
-            w_new = torch.where(finite, torch.exp(block_lse - torch.where(finite, new_lse, 0)), torch.zeros_like(lse))
-            out = out * w_old.transpose(1, 2)[..., None] + block_out * w_new.transpose(1, 2)[..., None]
-            lse = new_lse
-        return out.to(q.dtype)
+            block_out = torch.einsum("bhlk,bkhd->bhld", torch.exp(scores - safe[..., None]), vb)
+            out, lse = _merge(out, lse, block_out, block_lse)
+        return out.transpose(1, 2).to(q.dtype)  # [B, L, H, D]
 
 
 def _merge(out, lse, block_out, block_lse):

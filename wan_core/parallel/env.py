@@ -20,7 +20,7 @@ import os
 import torch
 
 from wan_core.device import accelerator_type, default_device, distributed_backend
-from wan_core.errors import UserError
+from wan_core.config_fields import int_var
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,17 +41,6 @@ class ProcessEnv:
     local_rank: int
     world_size: int
     local_world_size: int
-
-
-def int_var(env, name, default=None):
-    """An integer launcher variable; a value that is not an integer is an error, never ignored."""
-    value = env.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def process_env(env=None) -> ProcessEnv | None:
@@ -107,7 +96,11 @@ def is_distributed() -> bool:
 
 
 def is_rank0() -> bool:
-    return not is_distributed() or torch.distributed.get_rank() == 0
+    """Rank 0 of the process group, or of torchrun's variables once the group is gone (or before it exists)."""
+    if is_distributed():
+        return torch.distributed.get_rank() == 0
+    penv = process_env()
+    return penv is None or penv.rank == 0
 
 
 def barrier() -> None:

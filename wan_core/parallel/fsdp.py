@@ -5,24 +5,25 @@ from __future__ import annotations
 import torch
 
 
-def parallelize(model, dims, groups, dtype: str, activation_checkpointing: bool = False, checkpoint_every: int = 1,
+def parallelize(model, dims, mesh, dtype: str, activation_checkpointing: bool = False,
                 compile_blocks: bool = False):
+    """`mesh`: dims.build_mesh(); FSDP shards over its flattened "dp_shard_cp" view (every rank)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from wan_core.parallel.context_parallel import ContextParallel
 
     if activation_checkpointing:
-        model.enable_activation_checkpointing(checkpoint_every)
+        model.enable_activation_checkpointing()
     if compile_blocks:
         model.compile_blocks()
     # bf16 parameters in compute, fp32 gradient reduction, fp32 master weights in the optimizer;
     # "fp32" keeps everything in fp32 (the layout-equality tests run that way)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if dtype == "bf16" else None,
                                   reduce_dtype=torch.float32)
-    mesh = groups["fsdp_mesh"]
+    shards = mesh["dp_shard_cp"]
     for block in model.blocks:
-        fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        fully_shard(block, mesh=shards, mp_policy=policy)
+    fully_shard(model, mesh=shards, mp_policy=policy)
     if dims.cp > 1:
-        model.enable_context_parallel(ContextParallel(dims, groups))
+        model.enable_context_parallel(ContextParallel(dims, mesh))
     return model

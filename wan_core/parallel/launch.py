@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 from wan_core.errors import UserError
-from wan_core.parallel.env import int_var, node_env, process_env
+from wan_core.config_fields import int_var
+from wan_core.parallel.env import node_env, process_env
 
 
 def torchrun_command(argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
@@ -47,9 +48,26 @@ def launch_plan(nproc: int | None, nnodes: int | None, node_rank: int | None, rd
     return nproc, nnodes, node_rank, rdzv_endpoint
 
 
+LAUNCH_FLAGS = ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint")
+
+
+def rank_argv(argv: list[str]) -> list[str]:
+    """The command line each rank runs: ours without the launch flags, which torchrun's own parser would
+    otherwise take as abbreviations of its flags (--nproc for --nproc-per-node) and refuse."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in LAUNCH_FLAGS:
+            skip = True
+        elif arg.split("=")[0] not in LAUNCH_FLAGS:
+            out.append(arg)
+    return out
+
+
 def run_torchrun(argv: list[str], plan) -> int:
     """Run torchrun in the foreground; its exit status is ours (a failed rank fails the job)."""
     nproc, nnodes, node_rank, endpoint = plan
-    cmd = torchrun_command(argv, nproc, nnodes, node_rank, endpoint if nnodes > 1 else None)
+    cmd = torchrun_command(rank_argv(argv), nproc, nnodes, node_rank, endpoint if nnodes > 1 else None)
     print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.call(cmd)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from wan_core.config_fields import get_field, get_int_list
+from wan_core.config_fields import int_var
 from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_dir, check_output_dir
 from wan_core.sample.model_folder import WAN_NEGATIVE_PROMPT, read_model_folder
@@ -84,80 +84,11 @@ def load_images(images_file: str, count: int, base: str | None = None) -> tuple[
     return images, paths
 
 
-# inference_model.json keys handled elsewhere or carrying no sampling setting
-MM_DIFFUSION_HANDLED = {"model_id", "num_inference_steps", "guidance_scale", "flow_shift", "num_train_steps"}
-
-
-def _mm_scheduler_overrides(diffusion: dict, src: str) -> dict:
-    """UniPCMultistepScheduler settings from MindSpeed-MM's `diffusion` block (checked against its signature)."""
-    import inspect
-
-    from diffusers import UniPCMultistepScheduler
-
-    model_id = diffusion.get("model_id", "UniPCMultistepScheduler")
-    if model_id != "UniPCMultistepScheduler":
-        raise UserError(f"{src}: diffusion.model_id {model_id!r} is not supported; Wan2.2 samples with "
-                        "UniPCMultistepScheduler (the released pipelines' scheduler)")
-    known = set(inspect.signature(UniPCMultistepScheduler.__init__).parameters) - {"self"}
-    overrides = {k: v for k, v in diffusion.items() if k not in MM_DIFFUSION_HANDLED}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise UserError(f"{src}: diffusion.{unknown[0]} is not a setting of UniPCMultistepScheduler")
-    if "num_train_steps" in diffusion:
-        overrides["num_train_timesteps"] = get_field(diffusion, "num_train_steps", int, f"{src}: diffusion")
-    return overrides
-
-
 def from_mindspeed_config(path: str) -> SampleJob:
-    """A SampleJob from MindSpeed-MM's inference_model.json. Relative paths resolve against the working folder,
-    as MindSpeed-MM resolves them (its examples run from the MindSpeed-MM root)."""
-    try:
-        cfg = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--config {path}: cannot read JSON ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"--config {path}: expected a JSON object at the top level")
-    src = f"--config {path}"
+    """A SampleJob from MindSpeed-MM's inference_model.json (wan_core.mindspeed.configs maps its keys)."""
+    from wan_core.mindspeed.configs import sampling_fields
 
-    def resolve(p):
-        return None if p is None else str(Path(p).absolute())
-
-    model = get_field(cfg, "from_pretrained", str, src)
-    if model is None:
-        for key in ("tokenizer", "text_encoder", "ae"):
-            sub = get_field(cfg, f"{key}.from_pretrained", str, src)
-            if sub:
-                model = str(Path(resolve(sub)).parent)
-                break
-    if model is None or not get_field(cfg, "prompt", str, src) or not get_field(cfg, "save_path", str, src):
-        raise UserError(f"--config {path}: needs from_pretrained (or ae/tokenizer/text_encoder.from_pretrained), "
-                        "prompt (a prompts file) and save_path")
-    if get_field(cfg, "use_prompt_preprocess", bool, src, False):
-        raise UserError(f"{src}: use_prompt_preprocess true is not supported (prompts are encoded as written); "
-                        "set it to false, as MindSpeed-MM's Wan2.2 examples do")
-    size = get_int_list(cfg, "pipeline_config.input_size", 3, src) or get_int_list(cfg, "input_size", 3, src)
-    guidance = get_field(cfg, "diffusion.guidance_scale", (float, list), src)
-    if isinstance(guidance, list) and not all(isinstance(g, (int, float)) for g in guidance):
-        raise UserError(f"{src}: diffusion.guidance_scale must be a number or a list of numbers, got {guidance!r}")
-    fps = get_field(cfg, "fps", int, src)
-    frame_interval = get_field(cfg, "frame_interval", int, src, 1)
-    if frame_interval < 1:
-        raise UserError(f"{src}: frame_interval must be at least 1, got {frame_interval}")
-    predictor = get_field(cfg, "predictor.from_pretrained", str, src)
-    return SampleJob(
-        model=resolve(model), prompts=resolve(cfg["prompt"]), output=resolve(cfg["save_path"]),
-        images=resolve(cfg.get("image")), size=tuple(size) if size else None,
-        steps=get_field(cfg, "diffusion.num_inference_steps", int, src),
-        guidance=None if guidance is None else [float(g) for g in (guidance if isinstance(guidance, list) else [guidance])],
-        flow_shift=get_field(cfg, "diffusion.flow_shift", float, src), dtype=get_field(cfg, "dtype", str, src),
-        fps=None if fps is None else max(1, fps // frame_interval),  # MindSpeed-MM saves at fps // frame_interval
-        transformer=resolve(predictor), transformer_2=resolve(get_field(cfg, "low_noise_predictor", str, src)),
-        seed=get_field(cfg, "seed", int, src, 0), negative_prompt=get_field(cfg, "negative_prompt", str, src),
-        offload_inactive_expert=get_field(cfg, "pipeline_config.cpu_offload", bool, src, False),
-        boundary_ratio=get_field(cfg, "boundary_ratio", float, src),
-        scheduler_overrides=_mm_scheduler_overrides(get_field(cfg, "diffusion", dict, src, {}), src),
-        videos_per_prompt=get_field(cfg, "num_inference_videos_per_sample", int, src, 1),
-        image_paths_base=str(Path.cwd()))  # MindSpeed-MM opens the listed images from the working folder
+    return SampleJob(**sampling_fields(path))
 
 
 def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: bool = True) -> Path:
@@ -317,9 +248,9 @@ def _run_workers(job: SampleJob, count: int) -> int:
 if __name__ == "__main__":  # a --nproc worker: python -m wan_core.sample.run JOB_JSON RANK WORLD
     from wan_core.errors import one_paragraph
 
-    threads = os.environ.get("WAN22_SAMPLE_THREADS")
+    threads = int_var(os.environ, "WAN22_SAMPLE_THREADS")
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     job_dict = json.loads(sys.argv[1])
     if job_dict.get("size"):
         job_dict["size"] = tuple(job_dict["size"])

@@ -66,9 +66,8 @@ def check_size(folder: ModelFolder, frames: int, height: int, width: int) -> Non
     spatial, patch = folder.vae_spatial, folder.patch
     multiple = spatial * patch
     problems = []
-    if frames < 1 or (frames - 1) % 4:
-        problems.append(f"frames must be 4n+1 (e.g. {max(1, (frames - 1) // 4 * 4 + 1)} or {(frames - 1) // 4 * 4 + 5}),"
-                        f" got {frames}")
+    if folder.spec.frames_problem(frames):
+        problems.append(folder.spec.frames_problem(frames))
     for name, value in (("height", height), ("width", width)):
         if value <= 0 or value % multiple:
             problems.append(f"{name} must be a positive multiple of {multiple} for {folder.variant} "
@@ -101,7 +100,7 @@ class WanSampler:
             raise UserError(f"--lora-2 given, but {self.folder.path} is a one-expert model ({self.folder.variant})")
         for expert, adapter in zip(self.experts, (lora, lora_2)):
             if adapter:  # applied, not merged: the stored weights stay as they are
-                from wan_core.lora import apply_lora, read_lora_file
+                from wan_core.train.lora import apply_lora, read_lora_file
 
                 apply_lora(expert, *read_lora_file(adapter), scale=lora_scale)
         for expert in self.experts:  # one copy of each expert, for every batch this sampler runs

@@ -1,4 +1,4 @@
-"""The manager that writes and reads a training run's checkpoints (layout: wan_core.checkpoint_layout).
+"""The manager that writes and reads a training run's checkpoints (layout: wan_core.weights.checkpoint_layout).
 
 Each save is a DCP checkpoint of model, optimizer and RNG plus trainer_state.json (step, sampler
 position, LR schedule, provenance), written to iter_NNNNNNN.tmp and renamed when complete; the pointer
@@ -15,8 +15,9 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from wan_core.checkpoint_layout import (ITERATION_NAME, POINTER_FILE, TRAINER_STATE, iteration_dir, iteration_name,
-                                        iteration_steps, latest_iteration, parse_pointer, pointer_text, write_pointer)
+from wan_core.mindspeed.pointer import read_pointer, write_pointer
+from wan_core.weights.checkpoint_layout import (ITERATION_NAME, TRAINER_STATE, iteration_dir, iteration_name,
+                                                iteration_steps, latest_iteration)
 from wan_core.parallel.env import barrier, is_rank0
 
 
@@ -41,10 +42,10 @@ class RemoteMirror:
 
     def pull(self) -> None:
         fs, root = self.remote.fs, self.remote.path.rstrip("/")
-        if not fs.exists(f"{root}/{POINTER_FILE}"):
+        step = read_pointer(self.remote)
+        if step is None:
             return
         self.local.mkdir(parents=True, exist_ok=True)
-        step = parse_pointer(fs.cat_file(f"{root}/{POINTER_FILE}").decode(), f"{self.remote.url}/{POINTER_FILE}")
         name = iteration_name(step)
         shutil.rmtree(self.local / name, ignore_errors=True)
         fs.get(f"{root}/{name}/", str(self.local / name) + "/", recursive=True)
@@ -66,7 +67,7 @@ class RemoteMirror:
             elif path.is_file():
                 fs.put(str(path), f"{root}/{extra}")
         if step is not None:
-            fs.pipe_file(f"{root}/{POINTER_FILE}", pointer_text(step).encode())  # last: the iteration is complete
+            write_pointer(self.remote, step)  # last: the iteration is complete
             for p in fs.ls(root, detail=False):
                 base = p.rstrip("/").rsplit("/", 1)[-1]
                 if ITERATION_NAME.fullmatch(base) and base not in keep:

@@ -1,177 +1,225 @@
-"""The training config: one typed file (YAML or JSON), validated up front, `--set a.b=c` overrides.
+"""The training config, the one contract of a training run: a YAML or JSON document plus `--set a.b=c`
+overrides, validated once by this schema (pydantic), then carried unchanged to every rank.
 
-MindSpeed-MM's own files (dataset config `data.json` + `pretrain_model*.json`) map onto the same keys.
-Relative paths in the project's own files resolve against the config file's folder; in MindSpeed-MM's
-files against the working folder, as MindSpeed-MM resolves them (its examples run from its root).
+Every training knob lives here, once: its type, its default, its range and a one-line description (the
+pipelines' and the docs' description of each knob is read from `Field(description=...)`). Relative paths in a
+config file resolve against the file's folder; paths typed in an override against the working folder.
+MindSpeed-MM's own files map onto the same keys (wan_core.mindspeed.configs). Torch-free.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import typing
 from pathlib import Path
-
+from typing import Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wan_core.config_fields import get_field
 from wan_core.errors import UserError
 from wan_core.model import variants
-CP_ALGOS = {"ulysses": "ulysses", "ring": "ring", "usp": "usp", "ulysses_cp_algo": "ulysses",
-            "megatron_cp_algo": "ring", "hybrid_cp_algo": "usp"}
+
+CP_ALGO_NAMES = ("ulysses", "ring", "usp")  # the context-parallel algorithms
+# ours and MindSpeed-MM's names for them
+CP_ALGOS = {**{name: name for name in CP_ALGO_NAMES}, "ulysses_cp_algo": "ulysses", "megatron_cp_algo": "ring",
+            "hybrid_cp_algo": "usp"}
+# the attention q/k/v/o projections (self and cross) and both FFN projections of every block, as MindSpeed-MM
+# and DiffSynth-Studio target them
+DEFAULT_TARGETS = ("proj_q", "proj_k", "proj_v", "proj_out", "ffn.0", "ffn.2")
+PATH_KEYS = {"model.from_pretrained", "save_path", "load_path", "data.data_txt", "data.manifest", "data.features"}
 
 
-@dataclasses.dataclass
-class ModelSection:
-    from_pretrained: str
-    variant: str
-    task: str | None = None
-    expert: str | None = None  # high | low (A14B)
+class Section(BaseModel):
+    """A config section: unknown keys are errors, never silently dropped."""
+    model_config = ConfigDict(extra="forbid")
 
 
-@dataclasses.dataclass
-class DataSection:
-    data_txt: str | None = None
-    manifest: str | None = None
-    features: str | None = None  # a `wan22 cache-features` folder: train without running the encoders
-    num_frames: int = 17
-    height: int = 64
-    width: int = 64
-    fps: float = 16.0
-    caption_dropout: float = 0.0
-    first_frame_prob: float = 1.0
-    ti2v_loss: str = "exclude_first_frame"  # or "all_frames" (MindSpeed-MM / DiffSynth v1)
-    num_workers: int | None = None  # None: background decoding workers on accelerators, none on the CPU
-    # variable resolution (MindSpeed-MM's max_hxw): each clip keeps its aspect ratio at most max_hxw pixels,
-    # sizes floored to multiples of hw_stride (raised to the variant's VAE x patch multiple); height/width unused
-    max_hxw: int | None = None
-    hw_stride: int = 0
+class ModelSection(Section):
+    from_pretrained: str = Field(description="the diffusers pipeline folder training starts from")
+    variant: str = Field(description=f"one of {', '.join(variants.VARIANTS)}")
+    task: str | None = Field(None, description="t2v | ti2v | i2v (default: the variant's first)")
+    expert: str | None = Field(None, description="A14B: high | low, the expert this run trains")
+
+    @model_validator(mode="after")
+    def _known(self):
+        spec = variants.get(self.variant, "config model.variant")
+        self.task = spec.check_task(self.task, "config model.task")
+        self.expert = spec.check_expert(self.expert, "config model.expert")
+        return self
 
 
-@dataclasses.dataclass
-class LoraSection:
-    """LoRA fine-tuning (wan_core.lora): only the adapters train; the base stays frozen."""
-    rank: int = 16
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: list[str] = dataclasses.field(default_factory=lambda: ["proj_q", "proj_k", "proj_v", "proj_out",
-                                                                    "ffn.0", "ffn.2"])
+class DataSection(Section):
+    data_txt: str | None = Field(None, description="a data.txt listing data.json datasets")
+    manifest: str | None = Field(None, description="a validate-dataset manifest")
+    features: str | None = Field(None, description="a `wan22 cache-features` folder: train without the encoders")
+    num_frames: int = Field(17, ge=1, description="frames per clip (4n+1)")
+    height: int = Field(64, gt=0, description="clip height in pixels (a multiple of the variant's size multiple)")
+    width: int = Field(64, gt=0, description="clip width in pixels")
+    fps: float = Field(16.0, gt=0, description="frame rate clips are resampled to")
+    caption_dropout: float = Field(0.0, ge=0, le=1, description="probability of training on an empty caption")
+    first_frame_prob: float = Field(1.0, ge=0, le=1, description="TI2V: probability of a clean first frame")
+    ti2v_loss: Literal["exclude_first_frame", "all_frames"] = Field(
+        "exclude_first_frame", description="all_frames: MindSpeed-MM / DiffSynth v1")
+    num_workers: int | None = Field(None, ge=0, description="loader processes (default: on accelerators only)")
+    max_hxw: int | None = Field(None, description="variable resolution: at most this many pixels per frame, "
+                                "aspect ratio kept (height/width unused)")
+    hw_stride: int = Field(0, ge=0, description="variable resolution: sizes floored to multiples of this")
 
 
-@dataclasses.dataclass
-class TrainSection:
-    iters: int = 10
-    save_interval: int = 100
-    seed: int = 1234
-    lr: float = 1e-5
-    weight_decay: float = 1e-2
-    clip_grad: float = 1.0
-    warmup: int = 0
-    micro_batch_size: int = 1
-    grad_accum: int = 1
-    dtype: str = "fp32"
-    activation_checkpointing: bool = False
-    compile: str = "auto"  # regional compilation of the transformer blocks: auto (on CUDA) | on | off
-    lora: LoraSection | None = None  # set: train LoRA adapters instead of the whole DiT
-    keep_last: int = 2
-    log_interval: int = 1
+class LoraSettings(Section):
+    """LoRA fine-tuning (wan_core.train.lora): only the adapters train; the base stays frozen. The same class
+    describes an adapter file's settings."""
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(16.0, gt=0, description="scale numerator: the update is (alpha / r) B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
+    targets: tuple[str, ...] = Field(DEFAULT_TARGETS, min_length=1, description="module names to adapt")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
 
 
-@dataclasses.dataclass
-class ParallelSection:
-    cp: int = 1
-    cp_algo: str = "ulysses"
-    ulysses_degree: int | None = None
-    timeout_s: int = 600
+class TrainSection(Section):
+    iters: int = Field(10, ge=1, description="optimizer steps in all (a resumed run continues up to it)")
+    save_interval: int = Field(100, ge=1, description="steps between checkpoints")
+    seed: int = Field(1234, description="data order, noise and timesteps derive from it")
+    lr: float = Field(1e-5, ge=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
+    clip_grad: float = Field(1.0, ge=0, description="gradient-norm clip (0: none)")
+    warmup: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    micro_batch_size: int = Field(1, ge=1, description="clips per process per forward pass")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    dtype: Literal["fp32", "bf16"] = Field("fp32", description="compute dtype (master weights stay fp32)")
+    activation_checkpointing: bool = Field(False, description="recompute each block in the backward pass")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="regional compilation (auto: on CUDA)")
+    lora: LoraSettings | None = Field(None, description="set: train LoRA adapters instead of the whole DiT")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept")
+    log_interval: int = Field(1, ge=1, description="steps between log lines")
 
 
-@dataclasses.dataclass
-class ObjectiveSection:
+class ParallelSection(Section):
+    cp: int = Field(1, ge=1, description="context-parallel degree: processes sharing one video's sequence")
+    cp_algo: str = Field("ulysses", description="ulysses | ring | usp (or MindSpeed-MM's names)")
+    ulysses_degree: int | None = Field(None, ge=1, description="usp: Ulysses group size inside each CP group")
+    timeout_s: int = Field(600, ge=1, description="collective timeout in seconds")
+
+    @field_validator("cp_algo")
+    @classmethod
+    def _algo(cls, value: str) -> str:
+        if value not in CP_ALGOS:
+            raise UserError(f"config parallel.cp_algo: one of ulysses, ring, usp (or MindSpeed-MM's "
+                            f"ulysses_cp_algo, megatron_cp_algo, hybrid_cp_algo), got {value!r}")
+        return CP_ALGOS[value]
+
+
+class ObjectiveSection(Section):
     """The flow-matching objective (MindSpeed-MM's `diffusion` block and `seperated_timestep` map here)."""
-    num_train_timesteps: int = 1000
-    shift: float = 5.0
-    sigma_min: float = 0.0
-    sigma_max: float = 1.0
-    extra_one_step: bool = True
-    # train on indices [int(min * N), int(max * N)); None: the variant's expert range
-    min_timestep_boundary: float | None = None
-    max_timestep_boundary: float | None = None
-    timestep_draw: str = "per_sample"  # or "per_batch": one timestep per micro-batch (MindSpeed-MM)
-    separated_timestep: bool = False  # 5B t2v: frame-0 tokens at t = 0 though frame 0 is noisy (MindSpeed-MM)
+    num_train_timesteps: int = Field(1000, ge=2, description="timestep grid size")
+    shift: float = Field(5.0, gt=0, description="sigma shift")
+    sigma_min: float = Field(0.0, description="smallest sigma")
+    sigma_max: float = Field(1.0, description="largest sigma")
+    extra_one_step: bool = Field(True, description="one more grid point, then dropped (diffusers' grid)")
+    min_timestep_boundary: float | None = Field(None, description="train on indices from int(min * N) "
+                                                "(default: the variant's expert range)")
+    max_timestep_boundary: float | None = Field(None, description="... up to int(max * N), exclusive")
+    timestep_draw: Literal["per_sample", "per_batch"] = Field("per_sample", description="per_batch: MindSpeed-MM")
+    separated_timestep: bool = Field(False, description="5B t2v: frame-0 tokens at t = 0 (MindSpeed-MM)")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
+            raise UserError(f"config objective.sigma_min / sigma_max: need 0 <= sigma_min < sigma_max <= 1, got "
+                            f"{self.sigma_min} and {self.sigma_max}")
+        if (self.min_timestep_boundary, self.max_timestep_boundary) != (None, None):
+            lo, hi = self.boundaries()
+            if not 0.0 <= lo < hi <= 1.0 or int(lo * self.num_train_timesteps) >= int(hi * self.num_train_timesteps):
+                raise UserError(f"config objective.min/max_timestep_boundary: need 0 <= min < max <= 1 with at least "
+                                f"one training step between them, got {lo} and {hi}")
+        return self
+
+    def boundaries(self) -> tuple[float, float]:
+        return (self.min_timestep_boundary or 0.0,
+                1.0 if self.max_timestep_boundary is None else self.max_timestep_boundary)
 
 
-@dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(Section):
     model: ModelSection
-    save_path: str
-    data: DataSection = dataclasses.field(default_factory=DataSection)
-    train: TrainSection = dataclasses.field(default_factory=TrainSection)
-    parallel: ParallelSection = dataclasses.field(default_factory=ParallelSection)
-    objective: ObjectiveSection = dataclasses.field(default_factory=ObjectiveSection)
-    load_path: str | None = None
-    allow_random_init: bool = False
+    save_path: str = Field(description="checkpoints, metrics and the resolved config")
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    parallel: ParallelSection = Field(default_factory=ParallelSection)
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
+    load_path: str | None = Field(None, description="initial weights (default: the base's transformer)")
+    allow_random_init: bool = Field(False, description="train from random weights when none load")
+
+    @model_validator(mode="after")
+    def _across_sections(self):
+        spec = variants.get(self.model.variant)
+        d = self.data
+        if sum(x is not None for x in (d.data_txt, d.manifest, d.features)) != 1:
+            raise UserError("config data: give exactly one of data.data_txt, data.manifest, data.features")
+        spec.check_frames(d.num_frames, "config data.num_frames")
+        multiple = spec.size_multiple
+        if d.max_hxw is not None:
+            if d.max_hxw < multiple * multiple:
+                raise UserError(f"config data.max_hxw: must be at least {multiple * multiple} ({multiple}x{multiple}) "
+                                f"for {spec.name}, got {d.max_hxw}")
+            if d.features is not None:
+                raise UserError("config data.max_hxw: variable resolution trains from the clips; a feature cache "
+                                "holds one size (leave out data.features or data.max_hxw)")
+        for name in ("height", "width"):
+            if getattr(d, name) % multiple:
+                raise UserError(f"config data.{name}: must be a positive multiple of {multiple} for {spec.name}, "
+                                f"got {getattr(d, name)}")
+        if self.objective.separated_timestep and not spec.expand_timesteps:
+            raise UserError(f"config objective.separated_timestep: {spec.name} takes one timestep per sample; only "
+                            "variants with per-token timesteps (ti2v-5b) can give frame 0 its own")
+        if self.parallel.cp_algo == "usp" and self.parallel.cp > 1 and not self.parallel.ulysses_degree:
+            raise UserError("config parallel.ulysses_degree: usp needs the Ulysses group size inside each CP group")
+        return self
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-# -- building from a dict, field by field ------------------------------------------------------------
-def _coerce(value, annotation, where: str):
-    args = typing.get_args(annotation)
-    if args and type(None) in args:  # Optional[X]
-        if value is None:
-            return None
-        annotation = next(a for a in args if a is not type(None))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"config {where}: expected true/false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise UserError(f"config {where}: expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UserError(f"config {where}: expected a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise UserError(f"config {where}: expected a string, got {value!r}")
-    return value
+# -- pydantic's errors in our words -------------------------------------------------------------------------
+_EXPECTED = {"int_parsing": "expected an integer", "int_from_float": "expected an integer",
+             "int_type": "expected an integer", "float_parsing": "expected a number", "float_type": "expected a number",
+             "bool_parsing": "expected true/false", "bool_type": "expected true/false",
+             "string_type": "expected a string", "model_type": "expected a mapping", "dict_type": "expected a mapping"}
 
 
-def _build(cls, raw: dict, where: str):
-    if not isinstance(raw, dict):
-        raise UserError(f"config {where or 'file'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise UserError(f"config {where + '.' if where else ''}{unknown[0]}: unknown key (known: "
-                        f"{', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}" if where else name
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise UserError(f"config {key}: required")
-            continue
-        hint = hints[name]
-        optional_section = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, raw[name], key)
-        elif optional_section is not None:  # an optional section: null, or a mapping ({} = its defaults)
-            kwargs[name] = None if raw[name] is None else _build(optional_section, raw[name], key)
-        else:
-            kwargs[name] = _coerce(raw[name], hint, key)
-    return cls(**kwargs)
+def _in_words(exc: ValidationError, model: type[BaseModel]) -> UserError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "file"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        section: type[BaseModel] = model
+        for part in loc[:-1]:
+            ann = section.model_fields[part].annotation
+            section = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
+                            and issubclass(a, BaseModel)), section)
+        return UserError(f"config {key}: unknown key (known: {', '.join(sorted(section.model_fields))})")
+    if kind == "missing":
+        return UserError(f"config {key}: required")
+    if kind in _EXPECTED:
+        return UserError(f"config {key}: {_EXPECTED[kind]}, got {err['input']!r}")
+    return UserError(f"config {key}: {err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}")
 
 
+def validated(model: type[BaseModel], raw):
+    """`model` built from `raw`, or a UserError naming the first bad key."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise _in_words(exc, model) from None
+
+
+# -- documents and overrides --------------------------------------------------------------------------------
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`a.b=c` assignments; values parsed as YAML scalars (numbers, true/false, null, strings)."""
     for item in overrides:
@@ -194,9 +242,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-PATH_KEYS = {"model.from_pretrained", "save_path", "load_path", "data.data_txt", "data.manifest", "data.features"}
-
-
 def _absolute(path: str) -> str:
     return path if not path or "://" in path else str(Path(path).absolute())
 
@@ -214,90 +259,22 @@ def _resolve_paths(cfg: TrainConfig, base: Path) -> None:
                                                                fix(cfg.data.features))
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    m, d, t, p = cfg.model, cfg.data, cfg.train, cfg.parallel
-    spec = variants.get(m.variant, "config model.variant")
-    m.task = spec.check_task(m.task, "config model.task")
-    m.expert = spec.check_expert(m.expert, "config model.expert")
-    if sum(x is not None for x in (d.data_txt, d.manifest, d.features)) != 1:
-        raise UserError("config data: give exactly one of data.data_txt, data.manifest, data.features")
-    if d.num_frames < 1 or (d.num_frames - 1) % 4:
-        raise UserError(f"config data.num_frames: must be 4n+1, got {d.num_frames}")
-    multiple = spec.size_multiple
-    if d.max_hxw is not None:
-        if d.max_hxw < multiple * multiple:
-            raise UserError(f"config data.max_hxw: must be at least {multiple * multiple} ({multiple}x{multiple}) for "
-                            f"{m.variant}, got {d.max_hxw}")
-        if d.hw_stride < 0:
-            raise UserError(f"config data.hw_stride: must not be negative, got {d.hw_stride}")
-        if d.features is not None:
-            raise UserError("config data.max_hxw: variable resolution trains from the clips; a feature cache holds "
-                            "one size (leave out data.features or data.max_hxw)")
-    for name in ("height", "width"):
-        if getattr(d, name) <= 0 or getattr(d, name) % multiple:
-            raise UserError(f"config data.{name}: must be a positive multiple of {multiple} for {m.variant}, "
-                            f"got {getattr(d, name)}")
-    for name in ("caption_dropout", "first_frame_prob"):
-        if not 0.0 <= getattr(d, name) <= 1.0:
-            raise UserError(f"config data.{name}: must be in [0, 1], got {getattr(d, name)}")
-    if d.num_workers is not None and d.num_workers < 0:
-        raise UserError(f"config data.num_workers: must not be negative, got {d.num_workers}")
-    if d.fps <= 0:
-        raise UserError(f"config data.fps: must be positive, got {d.fps}")
-    if d.ti2v_loss not in ("exclude_first_frame", "all_frames"):
-        raise UserError(f"config data.ti2v_loss: 'exclude_first_frame' or 'all_frames', got {d.ti2v_loss!r}")
-    for name in ("iters", "save_interval", "micro_batch_size", "grad_accum", "keep_last", "log_interval"):
-        if getattr(t, name) < 1:
-            raise UserError(f"config train.{name}: must be at least 1, got {getattr(t, name)}")
-    for name in ("lr", "weight_decay", "clip_grad", "warmup"):
-        if getattr(t, name) < 0:
-            raise UserError(f"config train.{name}: must not be negative, got {getattr(t, name)}")
-    if t.lora is not None:
-        from wan_core.lora import LoraSettings
-
-        if not isinstance(t.lora.targets, list) or not all(isinstance(x, str) for x in t.lora.targets):
-            raise UserError(f"config train.lora.targets: a list of module names, got {t.lora.targets!r}")
-        LoraSettings(t.lora.rank, t.lora.alpha, t.lora.dropout, tuple(t.lora.targets)).check("config train.lora")
-    if t.compile not in ("auto", "on", "off"):
-        raise UserError(f"config train.compile: 'auto', 'on' or 'off', got {t.compile!r}")
-    if t.dtype not in ("fp32", "bf16"):
-        raise UserError(f"config train.dtype: 'fp32' or 'bf16', got {t.dtype!r}")
-    _validate_objective(cfg.objective, spec)
-    if p.cp_algo not in CP_ALGOS:
-        raise UserError(f"config parallel.cp_algo: one of ulysses, ring, usp (or MindSpeed-MM's "
-                        f"ulysses_cp_algo, megatron_cp_algo, hybrid_cp_algo), got {p.cp_algo!r}")
-    p.cp_algo = CP_ALGOS[p.cp_algo]
-    if p.cp < 1:
-        raise UserError(f"config parallel.cp: must be at least 1, got {p.cp}")
+def config_from_dict(raw: dict, base: Path) -> TrainConfig:
+    cfg = validated(TrainConfig, raw)
+    _resolve_paths(cfg, base)
     return cfg
 
 
-def _validate_objective(o: ObjectiveSection, spec) -> None:
-    if o.num_train_timesteps < 2:
-        raise UserError(f"config objective.num_train_timesteps: must be at least 2, got {o.num_train_timesteps}")
-    if o.shift <= 0:
-        raise UserError(f"config objective.shift: must be positive, got {o.shift}")
-    if not 0.0 <= o.sigma_min < o.sigma_max <= 1.0:
-        raise UserError(f"config objective.sigma_min / sigma_max: need 0 <= sigma_min < sigma_max <= 1, got "
-                        f"{o.sigma_min} and {o.sigma_max}")
-    bounds = (o.min_timestep_boundary, o.max_timestep_boundary)
-    if bounds != (None, None):
-        lo = 0.0 if o.min_timestep_boundary is None else o.min_timestep_boundary
-        hi = 1.0 if o.max_timestep_boundary is None else o.max_timestep_boundary
-        if not 0.0 <= lo < hi <= 1.0 or int(lo * o.num_train_timesteps) >= int(hi * o.num_train_timesteps):
-            raise UserError(f"config objective.min/max_timestep_boundary: need 0 <= min < max <= 1 with at least "
-                            f"one training step between them, got {lo} and {hi}")
-    if o.timestep_draw not in ("per_sample", "per_batch"):
-        raise UserError(f"config objective.timestep_draw: 'per_sample' or 'per_batch', got {o.timestep_draw!r}")
-    if o.separated_timestep and not spec.expand_timesteps:
-        raise UserError(f"config objective.separated_timestep: {spec.name} takes one timestep per sample; only "
-                        "variants with per-token timesteps (ti2v-5b) can give frame 0 its own")
-
-
-def config_from_dict(raw: dict, base: Path) -> TrainConfig:
-    cfg = _build(TrainConfig, raw, "")
-    _resolve_paths(cfg, base)
-    return validate(cfg)
+def parse_document(text: str, where: str, json_only: bool = False) -> dict:
+    """A config document's mapping (YAML is a superset of JSON)."""
+    try:
+        raw = json.loads(text) if json_only else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"config {where}: not valid {'JSON' if json_only else 'YAML'} ({exc})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise UserError(f"config {where}: expected a mapping at the top level")
+    return raw
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -306,97 +283,40 @@ def read_config_file(path: str | Path) -> dict:
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"config {path}: {exc.strerror}") from None
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise UserError(f"config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({exc})") from None
-    return raw if raw is not None else {}
+    return parse_document(text, str(path), json_only=path.suffix == ".json")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     raw = read_config_file(path)
-    if not isinstance(raw, dict):
-        raise UserError(f"config {path}: expected a mapping at the top level")
     if "dataset_param" in raw or "predictor" in raw:
         raise UserError(f"config {path}: this is a MindSpeed-MM file; pass it as --mm-data / --mm-model")
     return config_from_dict(apply_overrides(raw, overrides or []), Path(path).absolute().parent)
 
 
-# -- MindSpeed-MM's files ---------------------------------------------------------------------------
+def _is_path(document: str) -> bool:
+    text = document.strip()
+    return bool(text) and "\n" not in text and ": " not in text and Path(text).suffix in (".yaml", ".yml", ".json")
+
+
+def document_mapping(document: str) -> dict:
+    """A config document given as text, or as the path of a file holding it (either fits in one run
+    parameter), as a mapping (paths inside not yet resolved)."""
+    return read_config_file(document.strip()) if _is_path(document) else parse_document(document, "document")
+
+
+def resolve_document(document: str, overrides: list[str] | None = None) -> TrainConfig:
+    """The config from a document (text or a file's path) plus overrides. Relative paths resolve against the
+    file's folder, or the working folder for text."""
+    if _is_path(document):
+        return load_config(document.strip(), overrides)
+    raw = apply_overrides(parse_document(document, "document"), overrides or [])
+    return config_from_dict(raw, Path.cwd())
+
+
 def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Map MindSpeed-MM's dataset config + pretrain_model*.json onto a TrainConfig (save_path and
-    train.* come from --set, as MindSpeed-MM's shell scripts pass them)."""
-    data_raw, model_raw = read_config_file(data_json), read_config_file(model_json)
-    dp = get_field(data_raw, "dataset_param", dict, data_json)
-    predictor = get_field(model_raw, "predictor", dict, model_json)
-    if dp is None or predictor is None:
-        raise UserError(f"{data_json} / {model_json}: expected MindSpeed-MM's dataset_param and predictor sections")
-    basic = get_field(dp, "basic_parameters", dict, f"{data_json}: dataset_param", {})
-    pre = get_field(dp, "preprocess_parameters", dict, f"{data_json}: dataset_param", {})
-    in_dim = get_field(predictor, "in_dim", int, f"{model_json}: predictor")
-    spec = variants.by_in_channels(in_dim)
-    if spec is None:
-        known = ", ".join(f"{v.in_channels} ({v.name})" for v in variants.REGISTRY.values())
-        raise UserError(f"{model_json}: predictor.in_dim {in_dim} is not a Wan2.2 variant ({known})")
-    pretrained = (get_field(model_raw, "ae.from_pretrained", str, model_json)
-                  or get_field(data_raw, "tokenizer_config.from_pretrained", str, data_json)
-                  or get_field(dp, "tokenizer_config.from_pretrained", str, f"{data_json}: dataset_param"))
-    if not pretrained:
-        raise UserError(f"{model_json}: no ae.from_pretrained to find the diffusers folder")
-    diffusion = get_field(model_raw, "diffusion", dict, model_json, {})
-    objective = _mm_objective(diffusion, predictor, model_json)
-    expert = None
-    if spec.two_experts:
-        expert = "high" if objective["min_timestep_boundary"] == 0.0 else "low"
-    # MindSpeed-MM says task "i2v" for 5B first-frame training (model_type "ti2v")
-    task = spec.mm_tasks.get(model_raw.get("task") or predictor.get("model_type"))
-    raw = {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": spec.name, "task": task,
-                     "expert": expert},
-           "data": {"data_txt": get_field(basic, "data_path", str, f"{data_json}: basic_parameters"),
-                    "num_frames": get_field(pre, "num_frames", int, f"{data_json}: preprocess_parameters", 49),
-                    "height": get_field(pre, "max_height", int, f"{data_json}: preprocess_parameters", 480),
-                    "width": get_field(pre, "max_width", int, f"{data_json}: preprocess_parameters", 832),
-                    "fps": float(get_field(pre, "train_fps", float, f"{data_json}: preprocess_parameters", 16)),
-                    # MindSpeed-MM drops captions with probability `cfg` (0.1 when absent) and, for TI2V, keeps the
-                    # clean first frame inside the loss (its noise is the first frame's latent; target 0 there)
-                    "caption_dropout": get_field(pre, "cfg", float, f"{data_json}: preprocess_parameters", 0.1),
-                    "ti2v_loss": "all_frames",
-                    **_mm_resolution(pre, f"{data_json}: preprocess_parameters")},
-           "objective": objective,
-           "save_path": "save"}
-    raw = apply_overrides(raw, overrides or [])
+    """MindSpeed-MM's dataset config + pretrain_model*.json as a TrainConfig (save_path and train.* come from
+    --set, as MindSpeed-MM's shell scripts pass them)."""
+    from wan_core.mindspeed.configs import training_document
+
+    raw = apply_overrides(training_document(data_json, model_json, read_config_file), overrides or [])
     return config_from_dict(raw, Path.cwd())  # MindSpeed-MM resolves its relative paths against the working folder
-
-
-def _mm_resolution(pre: dict, where: str) -> dict:
-    """MindSpeed-MM trains at a variable resolution unless force_resolution is set (then max_height x max_width)."""
-    if get_field(pre, "force_resolution", bool, where, False):
-        return {}
-    max_hxw = get_field(pre, "max_hxw", int, where)
-    if max_hxw is None:
-        return {}
-    return {"max_hxw": max_hxw, "hw_stride": get_field(pre, "hw_stride", int, where, 0)}
-
-
-# MindSpeed-MM's WanFlowMatchScheduler constructor defaults, which apply when its `diffusion` block leaves a key out
-MM_SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "shift": 3.0, "sigma_max": 1.0, "sigma_min": 0.003 / 1.002,
-                         "extra_one_step": False, "min_timestep_boundary": 0.0, "max_timestep_boundary": 1.0}
-
-
-def _mm_objective(diffusion: dict, predictor: dict, model_json) -> dict:
-    """The `objective` section for MindSpeed-MM's `diffusion` block: its values, else its scheduler's defaults."""
-    where = f"{model_json}: diffusion"
-    model_id = diffusion.get("model_id", "wan_flow_match_scheduler")
-    if model_id != "wan_flow_match_scheduler":
-        raise UserError(f"{where}.model_id: {model_id!r} is not supported for Wan2.2 training (only "
-                        "'wan_flow_match_scheduler')")
-    for key in ("inverse_timesteps", "reverse_sigmas"):
-        if diffusion.get(key):
-            raise UserError(f"{where}.{key}: true is not supported (Wan2.2 trains with sigma falling from 1)")
-    out = {}
-    for key, default in MM_SCHEDULER_DEFAULTS.items():
-        kind = bool if isinstance(default, bool) else int if key == "num_train_timesteps" else float
-        value = get_field(diffusion, key, kind, where, default)
-        out[key] = float(value) if kind is float else value
-    return {**out, "timestep_draw": "per_batch",  # q_sample draws one timestep index per batch
-            "separated_timestep": bool(predictor.get("seperated_timestep", False))}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from wan_core.config_fields import int_var
 from wan_core.errors import UserError
 from wan_core.model import variants
 from wan_core.parallel.env import barrier, is_distributed, is_rank0
@@ -56,10 +57,7 @@ class Trainer:
 
         self.cfg = cfg
         world = torch.distributed.get_world_size() if is_distributed() else 1
-        self.dims = ParallelDims(world, cfg.parallel.cp, cfg.parallel.cp_algo, cfg.parallel.ulysses_degree)
-        if cfg.parallel.cp > world:
-            raise UserError(f"parallel.cp={cfg.parallel.cp} needs at least {cfg.parallel.cp} processes; this run has "
-                            f"{world} (start it with --nproc {cfg.parallel.cp} or under torchrun)")
+        self.dims = ParallelDims.of(cfg.parallel, world)  # the real world (a torchrun started by hand included)
         from wan_core.storage import is_url
         from wan_core.train.checkpoint import RemoteMirror, staging_dir
 
@@ -85,12 +83,6 @@ class Trainer:
             self.lo, self.hi = self.schedule.index_range(o.min_timestep_boundary or 0.0,
                                                          1.0 if o.max_timestep_boundary is None else
                                                          o.max_timestep_boundary)
-        self.lora_settings = None
-        if cfg.train.lora is not None:
-            from wan_core.lora import LoraSettings
-
-            lo = cfg.train.lora
-            self.lora_settings = LoraSettings(lo.rank, lo.alpha, lo.dropout, tuple(lo.targets))
         self.entries, self.manifest_digest, self.features = self.build_data_source()
         self.model = self.build_model()
         # LoRA: only the adapters are trainable, so only they (and their moments) are in the optimizer
@@ -133,19 +125,20 @@ class Trainer:
             torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
             model = WanDiT(WanConfig.from_json_file(config_path))
         if cfg.train.lora is not None:
-            from wan_core.lora import add_lora
+            from wan_core.train.lora import add_lora
 
             torch.manual_seed(cfg.train.seed)  # the same initial adapters on every rank
-            add_lora(model, self.lora_settings)
+            add_lora(model, cfg.train.lora)
             if cfg.train.dtype == "bf16" and not is_distributed():
                 # the frozen base is kept in bf16 (FSDP keeps one storage dtype per block and casts for compute)
                 model.to_compute_dtype(torch.bfloat16, frozen_only=True)
         model = model.to(self.device).train()
         if is_distributed():  # FSDP2 over dp x cp, then context parallelism (the same weights on every rank)
             from wan_core.parallel.fsdp import parallelize
+            from wan_core.parallel.mesh import ParallelDims
 
-            self.dims.validate(model.config.num_heads)
-            return parallelize(model, self.dims, self.dims.build_groups(), cfg.train.dtype,
+            self.dims = ParallelDims.of(cfg.parallel, self.dims.world_size, model.config.num_heads)
+            return parallelize(model, self.dims, self.dims.build_mesh(), cfg.train.dtype,
                                cfg.train.activation_checkpointing,
                                compile_blocks=compile_wanted(cfg.train.compile, self.device))
         if cfg.train.activation_checkpointing:
@@ -305,7 +298,7 @@ class Trainer:
         state = self.checkpoints.load(step, self.model, self.optimizer)
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.step = state["step"]
-        if int(os.environ.get("RANK", "0")) == 0:  # a person should know a run continued, and from where
+        if is_rank0():  # a person should know a run continued, and from where
             print(f"resumed from {self.save_path} at step {self.step} (iter_{self.step:07d})", file=sys.stderr,
                   flush=True)
 
@@ -370,9 +363,9 @@ def run_training(cfg: TrainConfig) -> dict:
     from wan_core.parallel.env import device_for, init_distributed
 
     torch.manual_seed(cfg.train.seed)
-    threads = os.environ.get("WAN22_TORCH_THREADS")
+    threads = int_var(os.environ, "WAN22_TORCH_THREADS")
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     penv = init_distributed(cfg.parallel.timeout_s)
     try:
         return Trainer(cfg, device=device_for(penv)).train()

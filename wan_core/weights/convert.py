@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 
-from wan_core.checkpoint_layout import natural_key, write_mm_dcp, write_mm_release
+from wan_core.weights.checkpoint_layout import natural_key, write_mm_dcp, write_mm_release
 from wan_core.errors import UserError
 from wan_core.model.variants import OFFICIAL_EXPERT_DIRS
 from wan_core.storage import Location, output_dir

@@ -10,7 +10,6 @@ A merged weight is W + scale * (alpha / r) * B @ A.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -18,38 +17,13 @@ from pathlib import Path
 import torch
 
 from wan_core.errors import UserError
+from wan_core.train.config import LoraSettings
 from wan_core.weights.names import convert_key
 
-# the attention q/k/v/o projections (self and cross) and both FFN projections of every block, as MindSpeed-MM
-# and DiffSynth-Studio target them
-DEFAULT_TARGETS = ("proj_q", "proj_k", "proj_v", "proj_out", "ffn.0", "ffn.2")
 METADATA_KEY = "lora_adapter_metadata"  # diffusers' LORA_ADAPTER_METADATA_KEY
 PREFIX = "transformer."
 ADAPTER = "default"
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])(?:\.default)?\.weight$")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 16
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] = DEFAULT_TARGETS
-
-    @property
-    def scaling(self) -> float:
-        return self.alpha / self.rank
-
-    def check(self, where: str = "lora") -> "LoraSettings":
-        if self.rank < 1:
-            raise UserError(f"{where}.rank: must be at least 1, got {self.rank}")
-        if self.alpha <= 0:
-            raise UserError(f"{where}.alpha: must be positive, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
-        if not self.targets:
-            raise UserError(f"{where}.targets: give at least one module name (e.g. {', '.join(DEFAULT_TARGETS)})")
-        return self
 
 
 def add_lora(model, settings: LoraSettings):
@@ -100,20 +74,21 @@ def mm_module(diffusers_name: str) -> str:
 
 
 def write_diffusers_lora(path: Path, state: dict[str, torch.Tensor], settings: LoraSettings) -> None:
-    """One safetensors file diffusers' Wan pipelines load with load_lora_weights (see the module docstring)."""
-    from safetensors.torch import save_file
+    """One safetensors file diffusers' Wan pipelines load with load_lora_weights, written by diffusers' own
+    `save_lora_weights` with the peft LoraConfig (r, lora_alpha, target_modules) as adapter metadata."""
+    from diffusers import WanPipeline
 
     modules = pairs(state)
-    tensors = {}
+    layers = {}
     for module, (a, b) in modules.items():
         name = diffusers_module(module)
-        tensors[f"{PREFIX}{name}.lora_A.weight"] = a.detach().float().contiguous().cpu()
-        tensors[f"{PREFIX}{name}.lora_B.weight"] = b.detach().float().contiguous().cpu()
+        layers[f"{name}.lora_A.weight"] = a.detach().float().contiguous().cpu()
+        layers[f"{name}.lora_B.weight"] = b.detach().float().contiguous().cpu()
     config = {"r": settings.rank, "lora_alpha": settings.alpha, "lora_dropout": settings.dropout, "bias": "none",
               "target_modules": sorted(diffusers_module(m) for m in modules), "use_dora": False, "use_rslora": False}
-    metadata = {"format": "pt", METADATA_KEY: json.dumps({f"{PREFIX}{k}": v for k, v in config.items()},
-                                                         indent=2, sort_keys=True)}
-    save_file(tensors, str(path), metadata=metadata)
+    path = Path(path)
+    WanPipeline.save_lora_weights(str(path.parent), transformer_lora_layers=layers, weight_name=path.name,
+                                  transformer_lora_adapter_metadata=config)
 
 
 def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], LoraSettings]:
@@ -153,18 +128,15 @@ def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], LoraSetti
 # -- applying and merging -----------------------------------------------------------------------------------
 def apply_lora(model, state: dict[str, torch.Tensor], settings: LoraSettings, scale: float = 1.0):
     """Adapters on `model` without touching its weights: out = W x + scale * (alpha / r) * B A x."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
     modules = pairs(state)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=sorted(modules))
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
     loaded = dict(model.named_modules())
-    with torch.no_grad():
-        for module, (a, b) in modules.items():
-            layer = loaded[module]
-            layer.lora_A[ADAPTER].weight.copy_(a)
-            layer.lora_B[ADAPTER].weight.copy_(b)
-            layer.scaling[ADAPTER] = scale * settings.scaling
+    for module in modules:
+        loaded[module].scaling[ADAPTER] = scale * settings.scaling
     dtype = next(p for n, p in model.named_parameters() if ".lora_" not in n).dtype
     for name, param in model.named_parameters():
         if ".lora_" in name:

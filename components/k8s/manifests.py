@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from wan_core.errors import UserError
-from wan_core.k8s.deployment import Deployment, pod_spec
+from components.k8s.deployment import Deployment, pod_spec
 
 STEPS = ("validate-dataset", "convert", "train", "consolidate", "export", "sample")
 

@@ -23,10 +23,9 @@ import torch
 
 from wan_core.errors import UserError
 from wan_core.fsutil import atomic_output_file
+from wan_core.mindspeed.pointer import POINTER_FILE, RELEASE, parse_pointer, read_pointer, write_pointer
 from wan_core.weights.safetensors_io import TensorMeta, tensor_bytes_writer, write_sharded
 
-POINTER_FILE = "latest_checkpointed_iteration.txt"
-RELEASE = "release"
 MM_INDEX = "model.safetensors.index.json"
 MM_PT = "mp_rank_00/model_optim_rng.pt"
 TRAINER_STATE = "trainer_state.json"  # beside a training iteration's DCP files
@@ -53,35 +52,6 @@ def iteration_steps(folder: Path) -> list[int]:
 def natural_key(key: str):
     """blocks.2 before blocks.10, so shards hold whole blocks in order."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
-
-
-# -- the pointer file ----------------------------------------------------------------------------------
-def pointer_text(value: int | str) -> str:
-    return str(value)
-
-
-def parse_pointer(text: str, where) -> int | str:
-    """RELEASE or an iteration number, from the pointer file's first line."""
-    first = text.splitlines()[0].strip() if text.strip() else ""
-    if first == RELEASE:
-        return RELEASE
-    if not re.fullmatch(r"\d+", first):
-        raise UserError(f"{where}: expected 'release' or an iteration number, found {first!r}")
-    return int(first)
-
-
-def read_pointer(folder) -> int | str | None:
-    """What `folder`'s pointer file names, or None when there is none."""
-    pointer = folder / POINTER_FILE
-    if not pointer.is_file():
-        return None
-    return parse_pointer(pointer.read_text(), pointer)
-
-
-def write_pointer(folder: Path, value: int | str) -> None:
-    """Replace the pointer atomically: a reader sees the old value or the new one, never a partial file."""
-    with atomic_output_file(Path(folder) / POINTER_FILE) as f:
-        f.write(pointer_text(value))
 
 
 def checkpoint_dir(folder, value: int | str):

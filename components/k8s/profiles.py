@@ -3,6 +3,7 @@ selector, tolerations, default image). Torch-free, so that the command line and 
 them without importing torch; wan_core.device picks the device a process computes on."""
 from __future__ import annotations
 
+from wan_core import __version__
 from wan_core.errors import UserError
 
 # NPU variables and their documented ranges (MindSpeed-MM's Wan2.2 guide, "环境变量声明"). HCCL's
@@ -27,9 +28,6 @@ NPU_ENV_RANGES = {  # name: (allowed integer range) or allowed values
     "ASCEND_LAUNCH_BLOCKING": {"0", "1"},
 }
 
-# default container images per profile (images/<kind>/Dockerfile; override with --image / $WAN22_IMAGE)
-IMAGES = {kind: f"ghcr.io/wan22-kubeflow/wan22:0.1.0-{kind}" for kind in ("cpu", "cuda", "npu")}
-
 PROFILES = {
     "npu": {"resource": "huawei.com/Ascend910", "env": NPU_ENV_DEFAULTS, "node_selector": {"accelerator": "huawei-Ascend910"},
             "tolerations": [{"key": "huawei.com/Ascend910", "operator": "Exists", "effect": "NoSchedule"}]},
@@ -37,6 +35,10 @@ PROFILES = {
              "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
     "cpu": {"resource": None, "env": {}, "node_selector": {}, "tolerations": []},
 }
+
+
+# default container image per profile (images/<kind>/Dockerfile; override with --image or the `image` run parameter)
+IMAGES = {kind: f"ghcr.io/wan22-kubeflow/wan22:{__version__}-{kind}" for kind in PROFILES}
 
 
 def validate_npu_env(env: dict) -> list[str]:

@@ -16,8 +16,8 @@ import sys
 import time
 
 from wan_core.errors import UserError
-from wan_core.k8s.deployment import Deployment, pod_spec
-from wan_core.k8s.manifests import k8s_name
+from components.k8s.deployment import Deployment, pod_spec
+from components.k8s.manifests import k8s_name
 
 KINDS = {
     "trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"),

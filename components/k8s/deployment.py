@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from wan_core.k8s.profiles import IMAGES, PROFILES, profile_env
+from components.k8s.profiles import IMAGES, PROFILES, profile_env
 from wan_core.errors import UserError
 
 DATA_MOUNT = "/data"
@@ -58,6 +58,11 @@ class Deployment:
             if unknown:
                 raise UserError(f"deployment toleration {t!r}: unknown keys {sorted(unknown)}; allowed: "
                                 f"{', '.join(sorted(TOLERATION_KEYS))}")
+
+    @property
+    def world_size(self) -> int:
+        """Training processes: one per device on every node (one on a node without accelerators)."""
+        return self.nnodes * max(1, self.devices_per_node)
 
     def replace(self, **changes) -> "Deployment":
         return dataclasses.replace(self, **changes)

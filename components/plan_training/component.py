@@ -1,0 +1,20 @@
+from kfp import dsl
+from kfp.dsl import Markdown, Output
+
+from components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def plan_training(train_config: str, train_set: list, base_model: str, data_txt: str, nnodes: int,
+                  devices_per_node: int, resolved: Output[Markdown], workdir: str = "") -> int:
+    """The first step of a training pipeline: validate the training config (a YAML/JSON document or its path,
+    plus `a.b=c` overrides) for every expert the run trains, and its parallel layout on nnodes x
+    devices_per_node processes, before any data is read or weights converted. The resolved configs are the
+    step's Markdown artifact. Returns the number of experts (1 or 2), which picks the pipeline's branch."""
+    import pathlib
+
+    from components.k8s.deployment import Deployment
+    from components.pretrain.step import plan_step
+
+    return plan_step(train_config, train_set, base_model, data_txt, workdir,
+                     Deployment(nnodes=nnodes, devices_per_node=devices_per_node), pathlib.Path(resolved.path))

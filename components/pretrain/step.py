@@ -1,0 +1,91 @@
+"""The pretrain step: the run's training config (one document plus `a.b=c` overrides) with the pipeline's
+wiring on top, validated once and checked against the deployment's real world size before anything launches;
+then written beside the checkpoints as the one file every rank reads, and trained here (torchrun on this
+pod's devices) or as a cluster job. Nothing here imports kfp."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from components.k8s.deployment import Deployment
+from components.pretrain.curve import read_metrics, training_curve_html
+from wan_core.errors import UserError
+from wan_core.train.config import TrainConfig, resolve_document
+from wan_core.train.plan import parallel_layout
+
+CONFIG_NAME = "train.yaml"
+
+
+def wiring(base_model: str, manifest: str = "", save_path: str = "", load_path: str = "", expert: str = "") -> list[str]:
+    """The overrides a pipeline adds to the user's: where the base, the data and the checkpoints are, and which
+    expert this task trains. They come after the user's, so the pipeline's paths win."""
+    out = [f"model.from_pretrained={base_model}", f"model.expert={expert or 'null'}"]
+    if manifest:
+        out += ["data.data_txt=null", "data.features=null", f"data.manifest={manifest}"]
+    if save_path:
+        out.append(f"save_path={save_path}")
+    if load_path:
+        out.append(f"load_path={load_path}")
+    return out
+
+
+def planned_config(document: str, overrides: list[str], deployment: Deployment) -> TrainConfig:
+    """The config the run trains with, and its layout checked on deployment.world_size processes."""
+    cfg = resolve_document(document, [str(o) for o in overrides])
+    parallel_layout(cfg, deployment.world_size)
+    return cfg
+
+
+def pretrain_step(document: str, overrides: list[str], deployment: Deployment, launcher: str, run_id: str,
+                  curve_html: Path, log_metric: Callable[[str, float], None]) -> str:
+    cfg = planned_config(document, overrides, deployment)
+    save_path = Path(cfg.save_path)
+    save_path.mkdir(parents=True, exist_ok=True)
+    config_path = save_path / CONFIG_NAME
+    config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if launcher == "local":
+        cmd = [sys.executable, "-m", "wan_core", "train", "--config", str(config_path)]
+        if deployment.devices_per_node > 1:
+            cmd += ["--nproc", str(deployment.devices_per_node)]
+        status = subprocess.call(cmd)
+        if status:
+            raise UserError(f"training failed (exit status {status})")
+    else:
+        from components.k8s.launcher import launch_training
+
+        launch_training(deployment, config_path, run_id, cfg.model.expert or "", launcher)
+    metrics_path = save_path / "metrics.jsonl"
+    curve_html.write_text(training_curve_html(metrics_path, f"training {cfg.model.variant} "
+                                                            f"{cfg.model.expert or ''}".strip()))
+    rows = read_metrics(metrics_path)
+    if rows:
+        log_metric("final_loss", rows[-1]["loss"])
+        log_metric("steps", rows[-1]["step"])
+        log_metric("samples_per_s", sum(r["samples_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows))
+    return str(save_path)
+
+
+def plan_step(document: str, overrides: list[str], base_model: str, data_txt: str, workdir: str,
+              deployment: Deployment, report_md: Path) -> int:
+    """The first step that sees the training config: validate it, with the pipeline's wiring, for every expert
+    the run will train, and its layout on the deployment, before any data is read or weights converted.
+    Writes the resolved config(s) as the step's Markdown artifact; returns the number of experts (1 or 2)."""
+    from wan_core.model import variants
+    from wan_core.train.config import apply_overrides, document_mapping
+
+    raw = apply_overrides(document_mapping(document), [str(o) for o in overrides])
+    spec = variants.get(str((raw.get("model") or {}).get("variant")), "train_config model.variant")
+    experts = list(spec.experts) if spec.two_experts else [""]
+    sections = []
+    for expert in experts:
+        save = f"{workdir.rstrip('/')}/train-{expert or 'dit'}"
+        cfg = planned_config(document, [*overrides, *wiring(base_model, save_path=save, expert=expert),
+                                        "data.manifest=null", "data.features=null", f"data.data_txt={data_txt}"],
+                             deployment)
+        sections.append(f"### {expert or 'the DiT'}\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n")
+    report_md.write_text(f"## Training config ({deployment.world_size} processes)\n\n" + "\n".join(sections))
+    return len(experts)
