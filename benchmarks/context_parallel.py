@@ -41,7 +41,7 @@ def rank_main(args):
     model = WanDiT(cfg)
     if args.cp > 1:
         dims = ParallelDims(world, args.cp, args.algo)
-        model.enable_context_parallel(ContextParallel(dims, dims.build_groups()))
+        model.enable_context_parallel(ContextParallel(dims, dims.build_mesh()))
     side = int((args.tokens // 4) ** 0.5)  # 4 latent frames of side x side patches
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 16, 4, 2 * side, 2 * side, generator=gen)

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import torch  # noqa: E402
 
 from wan_core.model.config import WanConfig  # noqa: E402
-from wan_core.weights.layouts import expected_mm_shapes  # noqa: E402
+from wan_core.model.dit import parameter_shapes  # noqa: E402
 from wan_core.weights.names import convert_key  # noqa: E402
 from wan_core.weights.safetensors_io import TensorMeta, tensor_bytes_writer, write_sharded  # noqa: E402
 
@@ -48,7 +48,7 @@ print(json.dumps({"seconds": dt, "base_kb": base, "peak_kb": status_kb("VmHWM")}
 def make_synthetic(folder: Path, blocks: int) -> int:
     """Write a bf16 diffusers transformer folder with 5B shapes; returns its size in bytes."""
     cfg = WanConfig(**{**WanConfig.from_preset("ti2v-5b").__dict__, "num_layers": blocks})
-    shapes = {convert_key(k, "mm", "diffusers"): s for k, s in expected_mm_shapes(cfg).items()}
+    shapes = {convert_key(k, "mm", "diffusers"): s for k, s in parameter_shapes(cfg).items()}
     items = [(k, TensorMeta(torch.bfloat16, s, torch.Size(s).numel() * 2)) for k, s in sorted(shapes.items())]
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(cfg.to_diffusers()))

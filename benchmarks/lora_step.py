@@ -34,7 +34,8 @@ GEOMETRIES = {
 def run_one(mode: str, geo_name: str, device: str, rank: int, base_bf16: bool, checkpointing: bool) -> dict:
     import peft  # noqa: F401  (imported before the baseline in both modes: a fixed start-up cost, not the step's)
 
-    from wan_core.train.lora import LoraSettings, add_lora
+    from wan_core.train.config import LoraSettings
+    from wan_core.train.lora import add_lora
     from wan_core.model import WanConfig, WanDiT
 
     geo = GEOMETRIES[geo_name]

@@ -16,4 +16,5 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         c = convert_weights(source=source, target=target, direction=direction, fmt=fmt, hf_dir=hf_dir, layout=layout)
         profiles.apply(c, deployment, pvc_name, image if image_parameter else deployment.image)
 
-    return dsl.pipeline(name="wan22-convert", description="Wan2.2 weight conversion")(described("Wan2.2 weight conversion.", wan22_convert))
+    return dsl.pipeline(name="wan22-convert", description="Wan2.2 weight conversion")(
+        described("Wan2.2 weight conversion.", wan22_convert))

@@ -1,4 +1,4 @@
-"""`wan22 pipeline run` (what `make demo` and `make e2e` run): the whole wan22-full DAG under kfp.local on
+"""`wan22 pipeline run` (what `make demo` and `make e2e` run): the whole wan22-full (or wan22-lora) DAG under kfp.local on
 tiny generated weights and data, with 2-process FSDP2 + CP=2 training, ending in mp4s and an HTML report.
 Steps run as subprocesses, or with --containers each in the cpu image through kfp.local's DockerRunner."""
 from __future__ import annotations
@@ -149,9 +149,10 @@ def _check_layout(document: str, overrides: list[str], variant: str, nproc: int)
     from wan_core.train.config import resolve_document
 
     # the checkpoint and data do not exist yet; the pipeline's own wiring replaces these placeholders
+    spec = get_variant(variant)
     cfg = resolve_document(document, [*overrides, "model.from_pretrained=base", "save_path=save",
-                                      "data.data_txt=data.txt", f"model.expert={'high' if get_variant(variant).two_experts else 'null'}"])
-    return ParallelDims.of(cfg.parallel, nproc, WanConfig.from_preset(get_variant(variant).tiny_preset).num_heads)
+                                      "data.data_txt=data.txt", f"model.expert={spec.experts[0] if spec.two_experts else 'null'}"])
+    return ParallelDims.of(cfg.parallel, nproc, WanConfig.from_preset(spec.tiny_preset).num_heads)
 
 
 def default_image() -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from kfp import kubernetes
 
-from components.k8s.profiles import profile_env
 from components.k8s.deployment import DATA_MOUNT, STORAGE_SECRET_KEYS, Deployment
 
 
@@ -30,7 +29,7 @@ def apply(task, deployment: Deployment, pvc_name, image, devices=None, node_sele
     if deployment.pvc:
         kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=DATA_MOUNT)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
-    for name, value in {**profile_env(deployment.profile), "HF_HUB_OFFLINE": "1"}.items():
+    for name, value in deployment.plain_env().items():
         task.set_env_variable(name, value)
     if deployment.storage_secret:
         kubernetes.use_secret_as_env(task, secret_name=deployment.storage_secret,

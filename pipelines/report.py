@@ -23,12 +23,14 @@ code{background:#f3f3f3;padding:0 3px}
 
 # kfp.local's task names, per report section (A14B adds -2, -3, ... to the names of its second branch)
 SECTIONS = {
-    "wan22-full": [("validate-dataset", "1. Validate the dataset"), ("convert-weights", "2. Convert the base weights"),
-                   ("pretrain", "3. Train"), ("consolidate", "4. Consolidate the checkpoints"),
-                   ("export-pipeline", "5. Export a diffusers pipeline"), ("batch-sample", "6. Sample videos")],
-    "wan22-lora": [("validate-dataset", "1. Validate the dataset"), ("convert-weights", "2. Convert the base weights"),
-                   ("pretrain", "3. Train LoRA adapters"), ("export-lora", "4. Export the LoRA file(s)"),
-                   ("merge-lora", "5. Merge into a pipeline"), ("compare-lora", "6. Sample without and with the adapter")],
+    "wan22-full": [("plan-training", "1. Check the training config"), ("validate-dataset", "2. Validate the dataset"),
+                   ("convert-weights", "3. Convert the base weights"), ("pretrain", "4. Train"),
+                   ("consolidate", "5. Consolidate the checkpoints"), ("export-pipeline", "6. Export a diffusers pipeline"),
+                   ("batch-sample", "7. Sample videos")],
+    "wan22-lora": [("plan-training", "1. Check the training config"), ("validate-dataset", "2. Validate the dataset"),
+                   ("convert-weights", "3. Convert the base weights"), ("pretrain", "4. Train LoRA adapters"),
+                   ("export-lora", "5. Export the LoRA file(s)"), ("merge-lora", "6. Merge into a pipeline"),
+                   ("compare-lora", "7. Sample without and with the adapter")],
 }
 
 
@@ -55,6 +57,26 @@ def write_run_report(run_dir: Path, settings: dict, timings: dict[str, float], s
                       f"{_e(settings['variant'])}</title><style>{STYLE}</style></head><body>"
                       + "".join(parts) + "</body></html>\n")
     return report
+
+
+def _plan(work: Path, link) -> str:
+    """The config each training task read (the document, the run's overrides and the pipeline's wiring)."""
+    import yaml
+
+    configs = sorted(work.glob("train-*/train.yaml"))
+    if not configs:
+        return "<p>not run</p>"
+    rows = []
+    for path in configs:
+        cfg = yaml.safe_load(path.read_text())
+        p, t = cfg["parallel"], cfg["train"]
+        layout = f"CP={p['cp']} {p['cp_algo']}" + (f", Ulysses {p['ulysses_degree']}" if p.get("ulysses_degree") else "")
+        extras = [*(["activation checkpointing"] if t.get("activation_checkpointing") else []),
+                  *([f"LoRA rank {t['lora']['rank']}"] if t.get("lora") else [])]
+        rows.append(f"<li>{link(path, path.parent.name + '/' + path.name)}: {_e(cfg['model']['variant'])} "
+                    f"{_e(cfg['model'].get('expert') or '')} · {t['iters']} steps · grad accumulation "
+                    f"{t['grad_accum']} · {_e(' · '.join([layout, *extras]))}</li>")
+    return "<p>validated once, before any other step; every rank read this file:</p><ul>" + "".join(rows) + "</ul>"
 
 
 def _validation(work: Path, link) -> str:
@@ -162,7 +184,7 @@ def _media(video: Path, link, caption_html: str) -> str:
     return f"<figure>{media}<figcaption>{caption_html} · {link(video, video.name)}</figcaption></figure>"
 
 
-SECTION_BODIES = {"validate-dataset": _validation, "convert-weights": _conversion, "pretrain": _training,
+SECTION_BODIES = {"plan-training": _plan, "validate-dataset": _validation, "convert-weights": _conversion, "pretrain": _training,
                   "consolidate": _consolidation, "export-pipeline": _export, "batch-sample": _samples,
                   "export-lora": _lora_files, "merge-lora": _merged, "compare-lora": _comparison}
 

@@ -20,4 +20,5 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         profiles.apply(s, deployment, pvc_name, image if image_parameter else deployment.image, devices=devices,
                        node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource)
 
-    return dsl.pipeline(name="wan22-sample", description="Batch sampling of Wan2.2 videos")(described("Batch sampling of Wan2.2 videos.", wan22_sample))
+    return dsl.pipeline(name="wan22-sample", description="Batch sampling of Wan2.2 videos")(
+        described("Batch sampling of Wan2.2 videos.", wan22_sample))

@@ -15,6 +15,7 @@ import wan_core
 from conftest import read_safetensors
 from wan_core.errors import UserError
 from wan_core.model import WanConfig, WanDiT
+from wan_core.model.variants import VARIANTS
 from wan_core.weights.convert import hf_to_mm, mm_to_hf
 from wan_core.weights.names import convert_key
 
@@ -28,8 +29,9 @@ def assert_same_tensors(a, b):
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("variant", list(SLOTS))
+@pytest.mark.parametrize("variant", VARIANTS)  # every variant of the registry; SLOTS is what each must give
 def test_round_trip_is_bit_identical_and_loadable(tmp_path, tiny_checkpoints, variant):
+    assert variant in SLOTS, f"add the expert slots {variant} should convert to SLOTS"
     src = tiny_checkpoints[variant]
     mm, back = tmp_path / "mm", tmp_path / "hf"
     # tiny shards so that several shards and the index are exercised

@@ -12,8 +12,8 @@ import yaml
 from helpers.k8s_schemas import assert_valid, problems
 from wan_core.errors import UserError
 from components.k8s.deployment import STORAGE_SECRET_KEYS, Deployment
-
-PROFILES = ("npu", "cuda", "cpu")
+from components.k8s.launcher import KINDS
+from components.k8s.profiles import PROFILES
 PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
 
 
@@ -93,10 +93,16 @@ def param(ref, inputs):
     return ref["runtimeValue"]["constant"]
 
 
-HEAVY_WHEN_LOCAL = ("pretrain", "batch-sample")
+HEAVY_WHEN_LOCAL = ("pretrain", "batch-sample", "compare-lora")
 
 
-@pytest.mark.parametrize("name", ["wan22-full", "wan22-sample", "wan22-convert"])
+def pipeline_names():
+    from pipelines.cli import builders
+
+    return list(builders())
+
+
+@pytest.mark.parametrize("name", pipeline_names())
 @pytest.mark.parametrize("override", [False, True], ids=["compiled-defaults", "run-overrides"])
 def test_settings_reach_every_task(compiled, name, override):
     deployment, out = compiled
@@ -129,9 +135,10 @@ def test_settings_reach_every_task(compiled, name, override):
             assert param(pod["nodeSelector"]["nodeSelectorJson"], scope) == selector, task
             assert [param(t["tolerationJson"], scope) for t in pod["tolerations"]] == [deployment.tolerations]
             if deployment.accelerator_resource:
-                count = inputs["pipelinechannel--devices" if name == "wan22-sample" else
-                               "pipelinechannel--sample_devices" if task.startswith("batch") else
-                               "pipelinechannel--devices_per_node"]
+                count = (1 if task.startswith("compare") else
+                         inputs["pipelinechannel--devices" if name == "wan22-sample" else
+                                "pipelinechannel--sample_devices" if task.startswith("batch") else
+                                "pipelinechannel--devices_per_node"])
                 assert placeholder(resources["accelerator"]["resourceType"], inputs) == deployment.accelerator_resource
                 assert int(placeholder(resources["accelerator"]["resourceCount"], inputs)) == count
                 if task.startswith("pretrain"):
@@ -170,8 +177,9 @@ class RecordingApi:
         return ""
 
 
-@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob", "volcano"])
-def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp_path, monkeypatch, artifact):
+@pytest.mark.parametrize("launcher", list(KINDS))
+def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp_path, monkeypatch, artifact,
+                                                         tiny_checkpoints):
     """The pretrain step that submits a cluster job, run from its compiled inputs, submits exactly the
     deployment's image, claim, secrets, selectors, tolerations and resources - and requests nothing itself."""
     from components.pretrain import pretrain
@@ -185,7 +193,7 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
     executors = spec["deploymentSpec"]["executors"]
     placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     # the pretrain tasks of the "train on the cluster" branches: not placed on accelerator nodes
-    run = {"launcher": launcher, "base_model": "/data/Wan2.2-base", "data_txt": "/data/d/data.txt"}
+    run = {"launcher": launcher, "base_model": str(tiny_checkpoints["ti2v-5b"]), "data_txt": "/data/d/data.txt"}
     submitters = [(t, c, i) for t, c, i, _ in resolve_tasks(spec, run)
                   if t.startswith("pretrain") and "nodeSelector" not in placed[c["executorLabel"]]]
     assert len(submitters) == 3  # one-expert: dit; two-experts: high and low
@@ -199,7 +207,7 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
         args.update(manifest=str(tmp_path / "manifest.json"), load_path="/data/base-mm", save_path=str(save),
                     workdir="", run_id="run-42")
         if args["expert"]:  # the two-expert branch runs for the A14B variants only
-            args["variant"] = "t2v-a14b"
+            args.update(train_set=["model.variant=t2v-a14b"], base_model=str(tiny_checkpoints["t2v-a14b"]))
         pretrain.python_func(**args, curve=artifact(f"{task}.html"), metrics=artifact(f"{task}-m"))
     assert len(api.created) == 3 and len({body["metadata"]["name"] for _, _, body in api.created}) == 3
     for kind, namespace, body in api.created:
@@ -229,9 +237,10 @@ def test_usp_runs_from_the_pipeline(tmp_path, monkeypatch, artifact, tiny_checkp
     compile_all(tmp_path / "compiled", Deployment())
     spec, platform = load(tmp_path / "compiled" / "wan22-full.yaml")
     placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    arguments = {"launcher": "local", "cp": 4, "cp_algo": "usp", "ulysses_degree": 2, "devices_per_node": 4,
-                 "iters": 2, "save_interval": 2, "num_frames": 9, "height": 32, "width": 32, "dtype": "fp32",
-                 "base_model": str(tiny_checkpoints["ti2v-5b"])}
+    arguments = {"launcher": "local", "devices_per_node": 4, "base_model": str(tiny_checkpoints["ti2v-5b"]),
+                 "train_set": ["parallel.cp=4", "parallel.cp_algo=usp", "parallel.ulysses_degree=2", "train.iters=2",
+                               "train.save_interval=2", "data.num_frames=9", "data.height=32", "data.width=32",
+                               "train.dtype=fp32"]}
     (task, comp, inputs, _), = [t for t in resolve_tasks(spec, arguments)
                                 if t[0] == "pretrain" and "nodeSelector" in placed[t[1]["executorLabel"]]]
     manifest = tmp_path / "manifest.json"
@@ -280,7 +289,7 @@ def job_size(kind, body):
 
 def test_compiled_kubernetes_manifests_validate(compiled):
     _, out = compiled
-    for name in ("wan22-full", "wan22-sample", "wan22-convert"):
+    for name in pipeline_names():
         docs = load(out / "k8s" / f"{name}.yaml")
         assert {d["kind"] for d in docs} == {"Pipeline", "PipelineVersion"}
         for doc in docs:
@@ -308,7 +317,7 @@ def test_cli_manifests_validate(profile, run_cli):
         (job,) = run_cli("k8s", "job", step, *common, "--", *args)
         assert_valid(job, f"k8s job {step}")
         assert job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "a"}
-    for launcher in ("trainjob", "pytorchjob", "volcano"):
+    for launcher in KINDS:
         (job,) = run_cli("k8s", "train-job", "--launcher", launcher, "--config", "/data/t.yaml", "--nnodes", "2",
                          *common)
         assert_valid(job, f"k8s train-job {launcher}")

@@ -45,6 +45,12 @@ def test_example_configs_load(config):
     from wan_core.train.config import load_config
 
     cfg = load_config(ROOT / config)
+    # what the path says the file is (docs/examples/<5B|A14B>/<task>/<train|lora>[_tiny][_high|_low].yaml)
+    _, _, size, task, name = Path(config).with_suffix("").parts
+    expected_variant = {"5B": "ti2v-5b", "A14B": f"{task}-a14b"}[size]
+    expected_expert = next((e for e in ("high", "low") if name.endswith("_" + e)), None)
+    assert (cfg.model.variant, cfg.model.task, cfg.model.expert) == (expected_variant, task, expected_expert), config
+    assert (cfg.train.lora is not None) == name.startswith("lora"), config
     if "tiny" in Path(config).name:
         header = (ROOT / config).read_text().splitlines()[0]
         assert "make-tiny-checkpoint" in header and "--output tiny/" in header

@@ -25,13 +25,18 @@ def compiled(tmp_path_factory):
 def test_ir_structure(compiled):
     spec = next(yaml.safe_load_all((compiled / "wan22-full.yaml").read_text()))
     root = spec["root"]["dag"]["tasks"]
-    assert {"validate-dataset", "convert-weights", "condition-branches-1"} <= set(root)
-    assert set(root["condition-branches-1"]["dependentTasks"]) == {"convert-weights", "validate-dataset"}
+    # the training config is validated first; nothing else starts before it passes
+    assert {"plan-training", "validate-dataset", "convert-weights", "condition-branches-1"} == set(root)
+    assert "dependentTasks" not in root["plan-training"]
+    assert root["validate-dataset"]["dependentTasks"] == root["convert-weights"]["dependentTasks"] == ["plan-training"]
+    assert set(root["condition-branches-1"]["dependentTasks"]) == {"convert-weights", "validate-dataset",
+                                                                   "plan-training"}
     comps = spec["components"]
     branches = comps["comp-condition-branches-1"]["dag"]["tasks"]
     conditions = sorted(t["triggerPolicy"]["condition"] for t in branches.values())
-    assert conditions == ["!(inputs.parameter_values['pipelinechannel--variant'] == 'ti2v-5b')",
-                          "inputs.parameter_values['pipelinechannel--variant'] == 'ti2v-5b'"]
+    # the branch is picked by the plan's count of experts (the registry's answer), not by a variant name
+    assert conditions == ["!(int(inputs.parameter_values['pipelinechannel--plan-training-Output']) == 1)",
+                          "int(inputs.parameter_values['pipelinechannel--plan-training-Output']) == 1"]
     inner = {name: c["dag"]["tasks"] for name, c in comps.items() if "dag" in c and name.startswith("comp-condition")}
     names = {t for tasks in inner.values() for t in tasks}
     assert {"pretrain", "pretrain-2", "pretrain-3", "consolidate", "export-pipeline", "batch-sample"} <= names
@@ -45,8 +50,8 @@ def test_ir_structure(compiled):
         assert len(pretrains) == 2 and all(t.startswith("pretrain") for t in pretrains)
     assert "export-pipeline-2" in two and set(two["export-pipeline-2"]["dependentTasks"]) >= {"consolidate-2", "consolidate-3"}
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for p in ("variant", "data_txt", "base_model", "nnodes", "devices_per_node", "cp", "iters", "pvc_name",
-              "node_selector", "tolerations", "accelerator_resource", "image", "ulysses_degree", "sample_devices"):
+    for p in ("train_config", "train_set", "data_txt", "base_model", "nnodes", "devices_per_node", "pvc_name",
+              "node_selector", "tolerations", "accelerator_resource", "image", "sample_devices"):
         assert p in params, p
     assert params["accelerator_resource"]["defaultValue"] == "huawei.com/Ascend910"
     execs = spec["deploymentSpec"]["executors"]
@@ -69,8 +74,18 @@ def test_ir_structure(compiled):
         assert next(yaml.safe_load_all((compiled / f"{name}.yaml").read_text()))["pipelineInfo"]["name"] == name
 
 
+def test_every_run_parameter_is_described(compiled):
+    """The Kubeflow UI's run form shows each parameter's description: every parameter of every pipeline has one."""
+    from pipelines.cli import builders
+
+    for name in builders():
+        params = next(yaml.safe_load_all((compiled / f"{name}.yaml").read_text()))["root"]["inputDefinitions"]
+        missing = [p for p, d in params["parameters"].items() if len(d.get("description", "")) < 20]
+        assert not missing, (name, missing)
+
+
 def test_kubernetes_native_manifests(compiled):
-    for name in ("wan22-full", "wan22-sample", "wan22-convert"):
+    for name in ("wan22-full", "wan22-lora", "wan22-sample", "wan22-convert"):
         docs = [d for d in yaml.safe_load_all((compiled / "k8s" / f"{name}.yaml").read_text()) if d]
         kinds = {d["kind"] for d in docs}
         assert {"Pipeline", "PipelineVersion"} <= kinds
@@ -159,7 +174,7 @@ def test_ascend_env_check_finds_what_set_env_adds(tmp_path):
 
 
 LAYOUTS = {"ti2v-5b": ["--nproc", "2", "--cp", "2"],  # what make demo runs: FSDP2 + Ulysses CP=2
-           "t2v-a14b": ["--nproc", "2", "--cp", "2", "--cp-algo", "ring"]}  # USP: tests/test_deployment.py
+           "t2v-a14b": ["--nproc", "2", "--cp", "2", "--cp-algo", "ring"]}  # Ring (USP: tests/test_deployment.py)
 
 
 @pytest.fixture(scope="module", params=["ti2v-5b", "t2v-a14b"])
@@ -193,7 +208,7 @@ def test_local_pipeline_run(local_run):
     # quiet by default: a line per step start and end, the steps' own progress, nothing from kfp's executor
     lines = stdout.splitlines()
     assert len(lines) <= 150 and not any("executor" in x.lower() or "\x1b[" in x for x in lines), lines[:20]
-    assert sum(": done in " in x for x in lines) == 4 + 2 * len(experts)
+    assert sum(": done in " in x for x in lines) == 5 + 2 * len(experts)  # plan, validate, convert, export, sample
 
 
 def check_report(run_dir, variant, experts):
@@ -213,10 +228,11 @@ def check_report(run_dir, variant, experts):
 
     parsed = Collect()
     parsed.feed(page)
-    sections = ["Validate the dataset", "Convert the base weights", "Train", "Consolidate the checkpoints",
-                "Export a diffusers pipeline", "Sample videos"]
+    sections = ["Check the training config", "Validate the dataset", "Convert the base weights", "Train",
+                "Consolidate the checkpoints", "Export a diffusers pipeline", "Sample videos"]
     positions = [page.index(f"{i}. {s}") for i, s in enumerate(sections, 1)]
-    assert positions == sorted(positions) and page.count("class='time'") == 6
+    assert positions == sorted(positions) and page.count("class='time'") == 7
+    assert page.count("/train.yaml</a>") == experts
     assert f"wan22-full · {variant}" in page and "Tiny random weights" in page and "<style>" in page
     assert page.count("training step</text>") == experts and page.count(">loss</text>") == experts
     videos = [a for t, a in parsed.tags if t == "video"]
@@ -256,7 +272,7 @@ def test_lora_pipeline_compiles_and_runs_locally(compiled, tmp_path):
     spec = next(yaml.safe_load_all((compiled / "wan22-lora.yaml").read_text()))
     assert spec["pipelineInfo"]["name"] == "wan22-lora"
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"lora_rank", "lora_alpha", "lora_scale"} <= set(params)
+    assert {"train_config", "train_set", "lora_scale"} <= set(params) and "lora:" in params["train_config"]["defaultValue"]
     tasks = {t for c in spec["components"].values() if "dag" in c for t in c["dag"]["tasks"]}
     assert {"pretrain", "export-lora", "merge-lora", "compare-lora", "export-lora-2", "export-lora-3"} <= tasks
     run_dir = tmp_path / "run"
@@ -274,6 +290,6 @@ def test_lora_pipeline_compiles_and_runs_locally(compiled, tmp_path):
     lora_settings = json.loads((work / "compare" / "lora" / "samples.json").read_text())["settings"]
     assert lora_settings["lora"] == str(lora)
     page = (run_dir / "report.html").read_text()
-    assert "wan22-lora · ti2v-5b" in page and "6. Sample without and with the adapter" in page
+    assert "wan22-lora · ti2v-5b" in page and "7. Sample without and with the adapter" in page
     assert page.count("<video") == 4 and page.count("with the adapter") >= 2
     assert "display_name" not in r.stdout

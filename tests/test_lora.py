@@ -45,7 +45,7 @@ def a14b_loras(tmp_path_factory, tiny_checkpoints):
     for slot, seed in (("transformer", 1), ("transformer_2", 2)):
         (root / slot).mkdir()
         files[slot] = root / slot / "pytorch_lora_weights.safetensors"
-        write_diffusers_lora(files[slot], random_adapters(base / slot, seed), LoraSettings(RANK, ALPHA))
+        write_diffusers_lora(files[slot], random_adapters(base / slot, seed), LoraSettings(rank=RANK, alpha=ALPHA))
     return root, base, files
 
 

@@ -49,20 +49,41 @@ def test_environment_of_every_launcher():
 
 
 def test_layout_checks_list_the_valid_sizes():
+    """A ParallelDims is validated when it is made; each refusal names the valid choices."""
     with pytest.raises(UserError, match="40 attention heads.*valid: 1, 2, 4, 5, 8, 10, 20, 40"):
-        ParallelDims(48, cp=16).validate(num_heads=40)
+        ParallelDims(48, cp=16, num_heads=40)
     with pytest.raises(UserError, match="24 attention heads.*1, 2, 3, 4, 6, 8, 12, 24"):
-        ParallelDims(16, cp=16).validate(num_heads=24)
-    ParallelDims(16, cp=16, cp_algo="ring").validate(num_heads=24)  # ring has no head constraint
-    ParallelDims(16, cp=16, cp_algo="usp", ulysses_degree=8).validate(num_heads=24)
+        ParallelDims(16, cp=16, num_heads=24)
+    ParallelDims(16, cp=16, cp_algo="ring", num_heads=24)  # ring has no head constraint
+    ParallelDims(16, cp=16, cp_algo="usp", ulysses_degree=8, num_heads=24)
     with pytest.raises(UserError, match="ulysses_degree=3 must divide parallel.cp=16"):
-        ParallelDims(16, cp=16, cp_algo="usp", ulysses_degree=3).validate(num_heads=24)
+        ParallelDims(16, cp=16, cp_algo="usp", ulysses_degree=3, num_heads=24)
     with pytest.raises(UserError, match="must divide the number of processes 6.*valid: 1, 2, 3, 6"):
-        ParallelDims(6, cp=4).validate(num_heads=40)
+        ParallelDims(6, cp=4, num_heads=40)
     dims = ParallelDims(8, cp=4, cp_algo="usp", ulysses_degree=2)
     assert (dims.dp, dims.ulysses, dims.ring) == (2, 2, 2)
-    assert dims._ulysses_members() == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    assert dims._ring_members() == [[0, 2], [1, 3], [4, 6], [5, 7]]
+
+
+@pytest.mark.parametrize("cp, algo, ulysses", [(4, "usp", 2), (8, "ring", 0), (2, "ulysses", 0)])
+def test_mesh_groups_are_the_layout(cp, algo, ulysses):
+    """The named DeviceMesh's groups on 8 gloo processes, against the layout written out by hand: a CP group is cp
+    consecutive ranks; Ulysses groups are consecutive runs inside it; a ring joins the ranks with the same Ulysses
+    index; FSDP shards over every rank."""
+    import json
+    import os
+
+    script = os.path.join(os.path.dirname(__file__), "helpers", "mesh_groups.py")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=8", script,
+                        str(cp), algo, str(ulysses)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    groups = json.loads(r.stdout.strip().splitlines()[-1])
+    u = {"ulysses": cp, "ring": 1, "usp": ulysses}[algo]
+    for rank, mine in enumerate(groups):
+        base, inner = rank - rank % cp, rank % cp
+        assert mine["cp"] == list(range(base, base + cp))
+        assert mine["ulysses"] == list(range(rank - rank % u, rank - rank % u + u))
+        assert mine["ring"] == [base + k * u + inner % u for k in range(cp // u)]
+        assert mine["dp_shard_cp"] == list(range(8))
 
 
 def test_npu_profile_defaults_and_ranges():

@@ -42,7 +42,16 @@ def test_device_rules():
     with pytest.raises(ValueError):
         compile_wanted("yes", cpu)
     assert loader_workers(None, cpu) == 0 and loader_workers(3, cpu) == 3
-    assert 1 <= loader_workers(None, cuda) <= 4
+
+
+@pytest.mark.parametrize("cores, per_node, workers", [(16, 2, 4), (12, 4, 2), (8, 4, 1), (4, 8, 1), (64, 8, 4)])
+def test_loader_workers_share_the_node(cores, per_node, workers, monkeypatch):
+    """On accelerators each process gets its share of the node's cores less one for the step, 1 to 4 workers."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(per_node))
+    assert loader_workers(None, torch.device("cuda", 0)) == workers
 
 
 @pytest.mark.benchmark

@@ -11,9 +11,10 @@ from PIL import Image
 
 import wan_core
 from wan_core.errors import UserError
+from wan_core.model.variants import VARIANTS
 
 
-@pytest.mark.parametrize("variant", ["ti2v-5b", "t2v-a14b", "i2v-a14b"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_diffusers_loads_and_samples_two_steps(tiny_checkpoints, variant):
     folder = tiny_checkpoints[variant]
     index = json.loads((folder / "model_index.json").read_text())

@@ -44,7 +44,7 @@ def consolidate(source: str, target: str, iteration: str | int | None = None, fm
                 dtype: str = "keep", max_shard_size: str = "5GB", progress: bool = True, overwrite: bool = False) -> Path:
     from tqdm import tqdm
 
-    from wan_core.weights.layouts import expected_mm_shapes
+    from wan_core.weights.layouts import check_architecture
 
     if fmt not in ("safetensors", "mm-pt"):
         raise UserError(f"--format must be safetensors or mm-pt, got {fmt!r}")
@@ -53,12 +53,7 @@ def consolidate(source: str, target: str, iteration: str | int | None = None, fm
     folder = training_iteration(Path(source), iteration)
     reader = DcpModelReader(folder)
     config = _model_config(folder, reader.metas)
-    expected = expected_mm_shapes(config)
-    missing = sorted(set(expected) - set(reader.metas))
-    extra = sorted(set(reader.metas) - set(expected))
-    if missing or extra:
-        raise UserError(f"{folder}: model tensors do not match the architecture ({len(missing)} missing, e.g. "
-                        f"{missing[:1]}; {len(extra)} unexpected, e.g. {extra[:1]})")
+    check_architecture(folder, config, {k: m.shape for k, m in reader.metas.items()})
     cast = DTYPES[dtype]
     metas = {k: m if cast is None or not m.dtype.is_floating_point else
              TensorMeta(cast, m.shape, int(torch.Size(m.shape).numel()) * cast.itemsize) for k, m in reader.metas.items()}

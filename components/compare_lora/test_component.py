@@ -2,7 +2,8 @@ import torch
 
 import wan_core
 from components.compare_lora import compare_lora
-from wan_core.train.lora import LoraSettings, write_diffusers_lora
+from wan_core.train.config import LoraSettings
+from wan_core.train.lora import write_diffusers_lora
 
 
 def test_samples_without_and_with_the_adapter(tmp_path, tiny_checkpoints, artifact):

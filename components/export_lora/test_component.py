@@ -2,7 +2,8 @@ import torch
 
 import wan_core
 from components.export_lora import export_lora
-from wan_core.train.lora import LoraSettings, add_lora, read_lora_file
+from wan_core.train.config import LoraSettings
+from wan_core.train.lora import add_lora, read_lora_file
 from wan_core.train.checkpoint import CheckpointManager
 
 

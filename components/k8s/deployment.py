@@ -67,6 +67,11 @@ class Deployment:
     def replace(self, **changes) -> "Deployment":
         return dataclasses.replace(self, **changes)
 
+    def plain_env(self) -> dict[str, str]:
+        """The variables every wan22 container gets, whatever runs it (a pipeline task, a Job, a training pod):
+        the profile's (validated) and HF_HUB_OFFLINE. The storage Secret's keys come on top, from the Secret."""
+        return {**profile_env(self.profile), "HF_HUB_OFFLINE": "1"}
+
     def resources(self, devices: int) -> dict:
         """Requests = limits for `devices` accelerators (none when the profile or count has none)."""
         if not self.accelerator_resource or not devices:
@@ -80,7 +85,7 @@ TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
 def pod_env(deployment: Deployment) -> list[dict]:
     """The profile's variables (validated), HF_HUB_OFFLINE, and the storage Secret's keys."""
-    env = [{"name": k, "value": str(v)} for k, v in {**profile_env(deployment.profile), "HF_HUB_OFFLINE": "1"}.items()]
+    env = [{"name": k, "value": str(v)} for k, v in deployment.plain_env().items()]
     if deployment.storage_secret:
         env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": deployment.storage_secret, "key": key}}}
                 for key in STORAGE_SECRET_KEYS]

@@ -3,7 +3,8 @@ from safetensors.torch import load_file
 
 import wan_core
 from components.merge_lora import merge_lora
-from wan_core.train.lora import LoraSettings, write_diffusers_lora
+from wan_core.train.config import LoraSettings
+from wan_core.train.lora import write_diffusers_lora
 
 
 def test_merges_into_a_pipeline_folder(tmp_path, tiny_checkpoints):

@@ -9,7 +9,7 @@ from wan_core.parallel.context_parallel import ContextParallel
 from wan_core.model.kernels import attention_reference
 dist.init_process_group("gloo")
 r = dist.get_rank(); w = dist.get_world_size()
-dims = ParallelDims(w, w, "ring"); cp = ContextParallel(dims, dims.build_groups())
+dims = ParallelDims(w, w, "ring"); cp = ContextParallel(dims, dims.build_mesh())
 torch.manual_seed(0)
 B,L,H,D = 2, 12, 2, 8
 q,k,v = (torch.randn(B,L,H,D, dtype=torch.float64).float().requires_grad_() for _ in range(3))

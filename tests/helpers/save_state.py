@@ -15,7 +15,7 @@ if penv is not None and penv.world_size > 1:
     from wan_core.parallel.mesh import ParallelDims
 
     dims = ParallelDims(penv.world_size)
-    parallelize(model, dims, dims.build_groups(), "fp32")
+    parallelize(model, dims, dims.build_mesh(), "fp32")
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 CheckpointManager(sys.argv[2], keep_last=2).save(7, model, optimizer, {"step": 7, "model_config": model.config.to_diffusers()}
                                                   if hasattr(model, "config") else {"step": 7})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -95,6 +96,12 @@ class TrainSection(Section):
     lora: LoraSettings | None = Field(None, description="set: train LoRA adapters instead of the whole DiT")
     keep_last: int = Field(2, ge=1, description="checkpoints kept")
     log_interval: int = Field(1, ge=1, description="steps between log lines")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _on_off(cls, value):
+        """YAML 1.1 reads an unquoted on / off as true / false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class ParallelSection(Section):
@@ -192,22 +199,52 @@ _EXPECTED = {"int_parsing": "expected an integer", "int_from_float": "expected a
              "string_type": "expected a string", "model_type": "expected a mapping", "dict_type": "expected a mapping"}
 
 
+def _section_of(annotation) -> type[BaseModel] | None:
+    return next((a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type)
+                 and issubclass(a, BaseModel)), None)
+
+
+def _range_words(field) -> str:
+    """A field's numeric bounds in words: "must be in [0, 1]", "must be at least 1", "must not be negative"."""
+    bounds = {type(m).__name__: m for m in field.metadata}
+    lo = bounds.get("Ge") or bounds.get("Gt")
+    hi = bounds.get("Le") or bounds.get("Lt")
+    low = None if lo is None else getattr(lo, "ge", getattr(lo, "gt", None))
+    high = None if hi is None else getattr(hi, "le", getattr(hi, "lt", None))
+    if lo is not None and hi is not None:
+        return f"must be in {'[' if 'Ge' in bounds else '('}{low:g}, {high:g}{']' if 'Le' in bounds else ')'}"
+    if lo is not None:
+        if low == 0:
+            return "must not be negative" if "Ge" in bounds else "must be positive"
+        return f"must be at least {low:g}" if "Ge" in bounds else f"must be above {low:g}"
+    if hi is not None:
+        return f"must be at most {high:g}" if "Le" in bounds else f"must be below {high:g}"
+    return ""
+
+
 def _in_words(exc: ValidationError, model: type[BaseModel]) -> UserError:
     err = exc.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "file"
     kind = err["type"]
+    section, field = model, None
+    for part in loc:  # the section holding the key, and the key's field
+        field = section.model_fields.get(part) if section else None
+        if field is None:
+            break
+        section = _section_of(field.annotation) or section
     if kind == "extra_forbidden":
-        section: type[BaseModel] = model
+        parent = model
         for part in loc[:-1]:
-            ann = section.model_fields[part].annotation
-            section = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
-                            and issubclass(a, BaseModel)), section)
-        return UserError(f"config {key}: unknown key (known: {', '.join(sorted(section.model_fields))})")
+            parent = _section_of(parent.model_fields[part].annotation) or parent
+        return UserError(f"config {key}: unknown key (known: {', '.join(sorted(parent.model_fields))})")
     if kind == "missing":
         return UserError(f"config {key}: required")
     if kind in _EXPECTED:
         return UserError(f"config {key}: {_EXPECTED[kind]}, got {err['input']!r}")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and field is not None \
+            and _range_words(field):
+        return UserError(f"config {key}: {_range_words(field)}, got {err['input']!r}")
     return UserError(f"config {key}: {err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}")
 
 
@@ -320,3 +357,40 @@ def from_mindspeed(data_json: str | Path, model_json: str | Path, overrides: lis
 
     raw = apply_overrides(training_document(data_json, model_json, read_config_file), overrides or [])
     return config_from_dict(raw, Path.cwd())  # MindSpeed-MM resolves its relative paths against the working folder
+
+
+# -- the reference of every key ------------------------------------------------------------------------------
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) for every key of the schema, sections expanded in order
+    (docs/training-config.md is this table; a test keeps it so)."""
+    model = model or TrainConfig
+    rows = []
+    for name, field in model.model_fields.items():
+        key = prefix + name
+        section = _section_of(field.annotation)
+        if section is not None:
+            if field.default is None:  # an optional section: null, or a mapping of its keys
+                rows.append((key, "section or null", "null", field.description or section.__doc__.splitlines()[0]))
+            rows += config_keys(section, key + ".")
+            continue
+        if typing.get_origin(field.annotation) is Literal:
+            kind = " or ".join(typing.get_args(field.annotation))
+        else:
+            kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        value = field.get_default(call_default_factory=True)
+        default = "required" if field.is_required() else json.dumps(list(value) if isinstance(value, tuple) else value)
+        bounds = _range_words(field)
+        rows.append((key, kind, default, (field.description or "") + (f" ({bounds})" if bounds else "")))
+    return rows
+
+
+def config_reference() -> str:
+    """docs/training-config.md: every key, its type, default and meaning."""
+    lines = ["# Training config reference", "",
+             "Every key of a training config (`wan22 train --config FILE --set KEY=VALUE`, the pipelines' "
+             "`train_config` and `train_set` run parameters). Generated from `wan_core/train/config.py`, the one "
+             "schema; `tests/test_docs.py` checks this page against it.", "",
+             "| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, kind, default, text in config_keys():
+        lines.append(f"| `{key}` | {kind.replace('|', 'or')} | `{default}` | {text.replace('|', 'or')} |")
+    return "\n".join(lines) + "\n"

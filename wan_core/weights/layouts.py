@@ -192,21 +192,15 @@ def infer_config(metas: dict[str, TensorMeta], layout: str, source: str) -> WanC
 
 
 # -- validation against the architecture -----------------------------------------------------------
-def expected_mm_shapes(config: WanConfig) -> dict[str, tuple[int, ...]]:
+def check_architecture(source, config: WanConfig, have: dict[str, tuple[int, ...]]) -> None:
+    """All-or-nothing: the mm-named tensor shapes `have` are exactly the architecture's (none missing, none left
+    over, every shape right), or one UserError naming `source` and what differs."""
     from wan_core.model.dit import parameter_shapes
 
-    return parameter_shapes(config)
-
-
-def validate_checkpoint(ckpt: Checkpoint) -> dict[str, str]:
-    """All-or-nothing check before anything is written: every key maps, none missing or left over, every
-    shape matches the architecture. Returns {source key: mm key}."""
-    names = ckpt.mm_names()
-    expected = expected_mm_shapes(ckpt.config)
-    have = {mm: ckpt.metas[src].shape for src, mm in names.items()}
+    expected = parameter_shapes(config)
     missing = sorted(set(expected) - set(have))
     extra = sorted(set(have) - set(expected))
-    wrong = sorted(k for k in set(have) & set(expected) if tuple(have[k]) != expected[k])
+    wrong = sorted(k for k in set(have) & set(expected) if tuple(have[k]) != tuple(expected[k]))
     if missing or extra or wrong:
         parts = []
         if missing:
@@ -215,10 +209,17 @@ def validate_checkpoint(ckpt: Checkpoint) -> dict[str, str]:
             parts.append(f"{len(extra)} left over (e.g. {extra[0]})")
         if wrong:
             parts.append(f"{len(wrong)} with the wrong shape (e.g. {wrong[0]}: {tuple(have[wrong[0]])}, "
-                         f"expected {expected[wrong[0]]})")
-        raise UserError(f"{ckpt.source}: weights do not match the architecture (dim {ckpt.config.dim}, "
-                        f"{ckpt.config.num_layers} layers, in_channels {ckpt.config.in_channels}): "
+                         f"expected {tuple(expected[wrong[0]])})")
+        raise UserError(f"{source}: weights do not match the architecture (dim {config.dim}, "
+                        f"{config.num_layers} layers, in_channels {config.in_channels}): "
                         + "; ".join(parts) + ". Is this the right variant?")
+
+
+def validate_checkpoint(ckpt: Checkpoint) -> dict[str, str]:
+    """All-or-nothing check before anything is written: every key maps, none missing or left over, every
+    shape matches the architecture. Returns {source key: mm key}."""
+    names = ckpt.mm_names()
+    check_architecture(ckpt.source, ckpt.config, {mm: ckpt.metas[src].shape for src, mm in names.items()})
     return names
 
 
