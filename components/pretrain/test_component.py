@@ -3,7 +3,6 @@ import json
 import pytest
 import yaml
 
-from components.plan_training import plan_training
 from components.pretrain import pretrain
 from wan_core.errors import UserError
 
@@ -68,21 +67,3 @@ def test_impossible_layout_fails_in_the_step_before_any_job_is_submitted(tmp_pat
     with pytest.raises(Submitted):
         pretrain.python_func(**p, curve=artifact("c2.html"), metrics=artifact("m2"))
     assert calls == ["api"]
-
-
-def test_plan_validates_every_expert_and_counts_them(tmp_path, tiny_checkpoints, demo_dataset, artifact):
-    report = artifact("resolved.md")
-    base = str(tiny_checkpoints["t2v-a14b"])
-    data_txt = str(demo_dataset / "data.txt")
-    assert plan_training.python_func(train_config=DOCUMENT, train_set=[], base_model=base, data_txt=data_txt,
-                                     nnodes=1, devices_per_node=2, resolved=report, workdir=str(tmp_path)) == 2
-    text = open(report.path).read()
-    assert "expert: high" in text and "expert: low" in text and "(2 processes)" in text
-    five = str(tiny_checkpoints["ti2v-5b"])
-    assert plan_training.python_func(train_config=DOCUMENT, train_set=["model.variant=ti2v-5b"], base_model=five,
-                                     data_txt=data_txt, nnodes=1, devices_per_node=1, resolved=artifact("r2.md"),
-                                     workdir=str(tmp_path)) == 1
-    with pytest.raises(UserError, match="train.grad_accum: expected an integer"):
-        plan_training.python_func(train_config=DOCUMENT, train_set=["train.grad_accum=two"], base_model=base,
-                                  data_txt=data_txt, nnodes=1, devices_per_node=1, resolved=artifact("r3.md"),
-                                  workdir=str(tmp_path))
