@@ -72,16 +72,24 @@ PY
 echo "[e2e] a failing step fails the run (validate-dataset on a missing file, in a container)"
 WAN22_IMAGE="$IMAGE" "$PYTHON" - "$RUN_DIR/failing" <<'PY'
 import os, pathlib, re, sys
-from kfp import local
+from kfp import dsl, local
 from pipelines.containers import container_runner
 from pipelines.local import private_tmp
-from components.validate_dataset import validate_dataset  # its image is $WAN22_IMAGE
+from components.validate_dataset import validate_dataset
 root = pathlib.Path(sys.argv[1]).absolute()
 root.mkdir(parents=True)
+
+
+@dsl.pipeline(name="failing")
+def failing():  # one task in the image under test, as the pipelines set every task's image
+    validate_dataset(data_txt=str(root / "missing.txt"), manifest_out=str(root / "manifest.json")).set_container_image(
+        os.environ["WAN22_IMAGE"])
+
+
 with container_runner(os.environ["WAN22_IMAGE"], root) as runner, private_tmp(root / "tmp"):
     local.init(runner=runner, pipeline_root=str(root))
     try:
-        validate_dataset(data_txt=str(root / "missing.txt"), manifest_out=str(root / "manifest.json"))
+        failing()
     except RuntimeError as exc:
         reason = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).splitlines()[0])
         print(f"[e2e] failed as it should: {reason[:120]}")

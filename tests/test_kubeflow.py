@@ -103,10 +103,20 @@ STEP_ARGS = {  # each step's own arguments, as a user would give them (they are 
     "consolidate": ["--source", "/data/save", "--output", "/data/mm"],
     "export": ["--source", "/data/mm", "--base", "/data/base", "--output", "/data/exported"],
     "sample": ["--model", "/data/exported", "--prompts", "/data/p.txt", "--output", "/data/out"],
+    "cache-features": ["--config", "/data/train.yaml", "--output", "/data/features"],
+    "export-lora": ["--source", "/data/save-lora", "--output", "/data/lora"],
+    "merge-lora": ["--base", "/data/base", "--lora", "/data/lora/pytorch_lora_weights.safetensors", "--output",
+                   "/data/merged"],
 }
 
 
-@pytest.mark.parametrize("step", ["validate-dataset", "convert", "train", "consolidate", "export", "sample"])
+def test_every_step_has_job_arguments():
+    from components.k8s.manifests import STEPS
+
+    assert sorted(STEP_ARGS) == sorted(STEPS)
+
+
+@pytest.mark.parametrize("step", sorted(STEP_ARGS))
 def test_kubectl_job_manifests(step):
     r = subprocess.run([sys.executable, "-m", "wan_core", "k8s", "job", step, "--profile", "cuda", "--devices-per-node", "4",
                         "--namespace", "ml", "--image-pull-secret", "regcred", "--", *STEP_ARGS[step]],

@@ -305,7 +305,7 @@ def _cmd_cache_features(args) -> int:
 
 
 def _add_train_args(p) -> None:
-    p.add_argument("--config", help="training config (YAML or JSON)")
+    p.add_argument("--config", help="training config (YAML or JSON; every key: docs/training-config.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. "
                    "--set train.iters=100 (repeatable)")
     p.add_argument("--mm-data", help="MindSpeed-MM dataset config (data.json with dataset_param); relative paths in "

@@ -6,7 +6,8 @@ import re
 from wan_core.errors import UserError
 from components.k8s.deployment import Deployment, pod_spec
 
-STEPS = ("validate-dataset", "convert", "train", "consolidate", "export", "sample")
+STEPS = ("validate-dataset", "convert", "cache-features", "train", "consolidate", "export", "export-lora", "merge-lora",
+         "sample")  # every wan22 command a pipeline step runs
 
 
 def k8s_name(text: str) -> str:
