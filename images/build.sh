@@ -21,7 +21,7 @@ if [ "${1:-}" = --digest ]; then source_digest; exit 0; fi
 source images/engine.sh
 
 KINDS=("${@:-cpu}")
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' wan_core/__init__.py)  # the one place it is written
 TORCH_PIN=$(sed -n 's/^ *"torch==\([0-9.]*\)".*/\1/p' pyproject.toml)
 PREFIX=${WAN22_IMAGE_TAG_PREFIX:-wan22}
 DIGEST=$(source_digest)

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source images/engine.sh
 
 PYTHON=${PYTHON:-.venv/bin/python}
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' wan_core/__init__.py)  # the one place it is written
 IMAGE=${WAN22_E2E_IMAGE:-wan22:$VERSION-cpu}
 RUN_DIR=${1:-runs/e2e-$(date +%Y%m%d-%H%M%S)}
 LABEL=wan22.kfp-local

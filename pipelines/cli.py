@@ -79,7 +79,9 @@ def deployment_from_args(args):
                       pvc=args.pvc, storage_secret=args.storage_secret or "", namespace=args.namespace or "",
                       service_account=args.service_account or "", node_selector=selector, tolerations=tolerations,
                       accelerator_resource=args.accelerator_resource, devices_per_node=args.devices_per_node,
-                      nnodes=args.nnodes, volcano_queue=args.volcano_queue or "")
+                      nnodes=args.nnodes, volcano_queue=args.volcano_queue or "",
+                      ascend_runtime=not args.no_ascend_runtime, supplemental_groups=tuple(args.supplemental_group or ()),
+                      arch=args.arch or "")
 
 
 def add_deployment_args(p, profile: str = "cpu", devices_per_node: int = 0) -> None:
@@ -102,7 +104,16 @@ def add_deployment_args(p, profile: str = "cpu", devices_per_node: int = 0) -> N
     g.add_argument("--devices-per-node", type=int_range(0), default=devices_per_node,
                    help=f"accelerators (and training processes) per node (default: {devices_per_node})")
     g.add_argument("--nnodes", type=int_range(1), default=1, help="training nodes")
-    g.add_argument("--volcano-queue", help="Volcano queue of the training job")
+    g.add_argument("--volcano-queue", help="Volcano queue of the training job (launchers volcano and pytorchjob; "
+                   "refused for trainjob, whose torch-distributed runtime reads no queue)")
+    g.add_argument("--arch", choices=["amd64", "arm64"], help="the image's architecture: every pod is pinned to "
+                   "kubernetes.io/arch nodes of it (e.g. arm64 for Kunpeng NPU nodes)")
+    g.add_argument("--supplemental-group", type=int_range(0), action="append", metavar="GID",
+                   help="extra group of every pod, repeatable (Ascend: the gid of HwHiAiUser, which CANN's files "
+                   "belong to)")
+    g.add_argument("--no-ascend-runtime", action="store_true",
+                   help="npu nodes without Ascend Docker Runtime: pods mount the driver from the node and set "
+                   "ASCEND_VISIBLE_DEVICES, as MindCluster's PyTorch job sample does")
 
 
 def _cmd_compile(args) -> int:

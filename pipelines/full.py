@@ -30,7 +30,8 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         base_model: str, data_txt: str, workdir: str, prompts: str, images: str = "",
         train_config: str = TRAIN_CONFIG, train_set: list = [],
         nnodes: int = deployment.nnodes, devices_per_node: int = deployment.devices_per_node or 8,
-        launcher: str = "trainjob",
+        launcher: str = "trainjob", expert_schedule: str = "parallel", startup_timeout_s: int = 900,
+        train_timeout_s: int = 604800, active_deadline_s: int = 0,
         sample_frames: int = 0, sample_height: int = 0, sample_width: int = 0, sample_steps: int = 0,
         sample_devices: int = 1,
         image: str = d["image"], pvc_name: str = d["pvc_name"], namespace: str = d["namespace"],
@@ -41,10 +42,11 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         run = TrainingRun(deployment, image if image_parameter else deployment.image, dict(locals()))
         experts = run.plan()
 
-        def trained(expert: str):
-            c = consolidate(save_path=run.train(expert), target="mm-" + (expert or "dit"), workdir=workdir)
+        def trained(expert: str, after=None):
+            c = consolidate(save_path=run.train(expert, after=after), target="mm-" + (expert or "dit"),
+                            workdir=workdir)
             c.set_display_name(f"consolidate {expert}".strip())
-            return run.place(c).output
+            return run.place(c)
 
         def sample(exported):
             run.place(exported)
@@ -54,9 +56,9 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
             run.place(s, devices=sample_devices)
 
         with dsl.If(experts == 1, name="one-expert"):
-            sample(export_pipeline(source=trained(""), base=base_model, target="exported", workdir=workdir))
+            sample(export_pipeline(source=trained("").output, base=base_model, target="exported", workdir=workdir))
         with dsl.Else(name="two-experts"):
-            high, low = (trained(expert) for expert in EXPERT_SLOT)
+            high, low = run.experts(trained)
             sample(export_pipeline(source=high, source_2=low, expert="high", base=base_model, target="exported",
                                    workdir=workdir))
 
@@ -72,13 +74,13 @@ class TrainingRun:
         self.deployment, self.image, self.p = deployment, task_image, p
         self.valid = self.base_mm = None
 
-    def place(self, task, devices=None):
+    def place(self, task, devices=None, submits_job: bool = False):
         """The deployment on a task; with `devices`, also the accelerator request and the run's placement."""
         p = self.p
         placed = {} if devices is None else dict(devices=devices, node_selector=p["node_selector"],
                                                   tolerations=p["tolerations"],
                                                   accelerator_resource=p["accelerator_resource"])
-        return profiles.apply(task, self.deployment, p["pvc_name"], self.image, **placed)
+        return profiles.apply(task, self.deployment, p["pvc_name"], self.image, submits_job=submits_job, **placed)
 
     def plan(self):
         """The first step: the training config validated for every expert on nnodes x devices_per_node processes;
@@ -93,13 +95,24 @@ class TrainingRun:
                                                   workdir=p["workdir"]).after(plan))
         return plan.outputs["Output"]
 
-    def train(self, expert: str, what: str = "pretrain"):
-        """The pretrain task for one expert: in the step's own pod (launcher "local", holding the accelerators)
-        or submitted as a cluster job (a step that requests none). Returns the save_path output of whichever ran."""
+    def experts(self, trained):
+        """The A14B pair's two results, `trained(expert, after)` each (a task): at the same time (twice the nodes),
+        or one after the other on the same nodes (run parameter expert_schedule "sequential")."""
+        with dsl.If(self.p["expert_schedule"] == "sequential", name="one-expert-after-the-other"):
+            first = trained(next(iter(EXPERT_SLOT)))
+            in_turn = [first, trained(list(EXPERT_SLOT)[1], after=first)]
+        with dsl.Else(name="both-experts-at-once"):
+            at_once = [trained(expert) for expert in EXPERT_SLOT]
+        return [dsl.OneOf(a.output, b.output) for a, b in zip(in_turn, at_once)]
+
+    def train(self, expert: str, what: str = "pretrain", after=None):
+        """The pretrain task for one expert (after the task `after`, when given): in the step's own pod (launcher
+        "local", holding the accelerators) or submitted as a cluster job (a step that requests none). Returns the
+        save_path output of whichever ran."""
         p, name = self.p, expert or "dit"
 
         def pretrain_task():
-            return pretrain(
+            task = pretrain(
                 train_config=p["train_config"], train_set=p["train_set"], base_model=p["base_model"], expert=expert,
                 manifest=self.valid.outputs["Output"], save_path="train-" + name, load_path=self.base_mm.output,
                 load_subdir=EXPERT_SLOT[expert] if expert else "", workdir=p["workdir"],
@@ -108,11 +121,17 @@ class TrainingRun:
                 pvc_name=p["pvc_name"] if self.deployment.pvc else "", storage_secret=self.deployment.storage_secret,
                 namespace=p["namespace"], service_account=p["service_account"], node_selector=p["node_selector"],
                 tolerations=p["tolerations"], accelerator_resource=p["accelerator_resource"],
-                devices_per_node=p["devices_per_node"], nnodes=p["nnodes"], volcano_queue=p["volcano_queue"])
+                devices_per_node=p["devices_per_node"], nnodes=p["nnodes"], volcano_queue=p["volcano_queue"],
+                ascend_runtime=self.deployment.ascend_runtime,
+                supplemental_groups=list(self.deployment.supplemental_groups), arch=self.deployment.arch,
+                startup_timeout_s=p["startup_timeout_s"], train_timeout_s=p["train_timeout_s"],
+                active_deadline_s=p["active_deadline_s"])
+            return task.after(after) if after is not None else task
 
         with dsl.If(p["launcher"] == "local", name=f"train-here-{name}"):
             here = self.place(pretrain_task().set_display_name(f"{what} {expert}".strip()),
                               devices=p["devices_per_node"])
         with dsl.Else(name=f"train-on-cluster-{name}"):
-            submit = self.place(pretrain_task().set_display_name(f"{what} {expert} (cluster job)".strip()))
+            submit = self.place(pretrain_task().set_display_name(f"{what} {expert} (cluster job)".strip()),
+                                submits_job=True)
         return dsl.OneOf(here.outputs["Output"], submit.outputs["Output"])

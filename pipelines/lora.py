@@ -10,7 +10,6 @@ from components.merge_lora import merge_lora
 from pipelines import profiles
 from pipelines.full import TrainingRun
 from pipelines.parameters import described
-from wan_core.model.variants import EXPERT_SLOT
 
 # LoRA fine-tuning of the 5B model at its release size; train.lora switches training to adapters
 TRAIN_CONFIG = ("{model: {variant: ti2v-5b}, data: {num_frames: 49, height: 480, width: 832, fps: 16}, "
@@ -24,7 +23,8 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         base_model: str, data_txt: str, workdir: str, prompts: str, images: str = "",
         train_config: str = TRAIN_CONFIG, train_set: list = [], lora_scale: float = 1.0,
         nnodes: int = deployment.nnodes, devices_per_node: int = deployment.devices_per_node or 8,
-        launcher: str = "trainjob",
+        launcher: str = "trainjob", expert_schedule: str = "parallel", startup_timeout_s: int = 900,
+        train_timeout_s: int = 604800, active_deadline_s: int = 0,
         sample_frames: int = 0, sample_height: int = 0, sample_width: int = 0, sample_steps: int = 0,
         image: str = d["image"], pvc_name: str = d["pvc_name"], namespace: str = d["namespace"],
         service_account: str = d["service_account"], accelerator_resource: str = d["accelerator_resource"],
@@ -34,11 +34,11 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         run = TrainingRun(deployment, image if image_parameter else deployment.image, dict(locals()))
         experts = run.plan()
 
-        def adapters(expert: str):
-            e = export_lora(save_path=run.train(expert, what="LoRA training"), target="lora-" + (expert or "dit"),
-                            workdir=workdir)
+        def adapters(expert: str, after=None):
+            e = export_lora(save_path=run.train(expert, what="LoRA training", after=after),
+                            target="lora-" + (expert or "dit"), workdir=workdir)
             e.set_display_name(f"export LoRA {expert}".strip())
-            return run.place(e).output
+            return run.place(e)
 
         def finish(lora, lora_2=""):
             run.place(merge_lora(base=base_model, lora=lora, lora_2=lora_2, scale=lora_scale, target="merged",
@@ -49,9 +49,9 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
             run.place(compared.set_display_name("sample without and with the adapter"), devices=1)
 
         with dsl.If(experts == 1, name="one-expert"):
-            finish(adapters(""))
+            finish(adapters("").output)
         with dsl.Else(name="two-experts"):
-            finish(*(adapters(expert) for expert in EXPERT_SLOT))
+            finish(*run.experts(adapters))
 
     return dsl.pipeline(name="wan22-lora", description="Wan2.2 LoRA fine-tuning from raw data to a LoRA file and "
                         "videos")(described("Wan2.2 LoRA fine-tuning from raw data to a LoRA file and videos.",

@@ -33,6 +33,14 @@ DESCRIPTIONS = {
     "nnodes": "Training nodes (integer >= 1). Processes = nnodes x devices_per_node; the parallel layout is "
               "checked against it before anything runs.",
     "devices_per_node": "Accelerators (and training processes) per node (integer >= 1).",
+    "expert_schedule": "A14B: parallel trains the high- and low-noise experts as two jobs at once (twice the nodes); "
+                       "sequential trains one after the other on the same nodes.",
+    "startup_timeout_s": "Seconds a cluster training job may take to get its pods running; a pod that cannot start "
+                         "(Unschedulable, an image pull error, a volume that cannot be mounted) fails the step then, "
+                         "with the cluster's message. Default 900.",
+    "train_timeout_s": "Seconds the pretrain step waits for its cluster job in all before deleting it (default 7 days).",
+    "active_deadline_s": "The training job's own activeDeadlineSeconds: the cluster stops it after this many seconds "
+                         "even if nothing watches it; 0 for none.",
     "image": "Container image of every task and of the training job's pods.",
     "pvc_name": "PersistentVolumeClaim mounted at /data in every task and training pod.",
     "namespace": "Namespace of the training job (empty: the submitting pod's).",

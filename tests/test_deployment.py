@@ -125,8 +125,13 @@ def test_settings_reach_every_task(compiled, name, override):
         assert env["HF_HUB_OFFLINE"] == "1" and (deployment.profile != "npu" or env["HCCL_CONNECT_TIMEOUT"] == "600")
         assert [param(m["pvcNameParameter"], scope) for m in pod["pvcMount"]] == [pvc], task
         assert pod["pvcMount"][0]["mountPath"] == "/data"
-        assert [(s["secretName"], sorted(k["envVar"] for k in s["keyToEnv"])) for s in pod["secretAsEnv"]] == \
-            [(deployment.storage_secret, sorted(STORAGE_SECRET_KEYS))]
+        # the keys s3fs needs, then the optional endpoint (MinIO) and region, which a Secret may leave out
+        assert [(s["secretName"], sorted(k["envVar"] for k in s["keyToEnv"]), bool(s.get("optional")))
+                for s in pod["secretAsEnv"]] == \
+            [(deployment.storage_secret, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"], False),
+             (deployment.storage_secret, ["AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"], True)]
+        # never BestEffort (the first pods evicted): every task asks for CPU and memory
+        assert {"cpuRequest", "memoryRequest"} <= set(container.get("resources", {})), task
         assert [s["secretName"] for s in pod["imagePullSecret"]] == [deployment.image_pull_secret]
         resources = container.get("resources", {})
         if "nodeSelector" in pod:  # a task placed on accelerator nodes
@@ -154,7 +159,7 @@ def test_settings_reach_every_task(compiled, name, override):
 
 
 class RecordingApi:
-    """Stands in for the cluster: records the job the launcher creates and reports it complete."""
+    """Stands in for the cluster: records the jobs the launcher creates and reports each complete."""
 
     def __init__(self):
         self.created = []
@@ -164,11 +169,25 @@ class RecordingApi:
         return body
 
     def get(self, kind, namespace, name):
-        done = {"volcano": {"status": {"state": {"phase": "Completed"}}}}
-        return done.get(kind, {"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+        from kubernetes.client.exceptions import ApiException
+
+        if name not in {body["metadata"]["name"] for _, _, body in self.created}:
+            raise ApiException(status=404, reason="NotFound")
+        return self.done(kind)
+
+    @staticmethod
+    def done(kind):
+        return ({"status": {"state": {"phase": "Completed"}}} if kind == "volcano" else
+                {"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+
+    def watch(self, kind, namespace, name, resource_version, timeout_s):
+        yield "MODIFIED", self.done(kind)
 
     def delete(self, *a):
         raise AssertionError("nothing should be deleted")
+
+    def pod(self, namespace, name):
+        raise OSError("not in a cluster")
 
     def pods(self, namespace, selector):
         return []
@@ -196,7 +215,8 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
     run = {"launcher": launcher, "base_model": str(tiny_checkpoints["ti2v-5b"]), "data_txt": "/data/d/data.txt"}
     submitters = [(t, c, i) for t, c, i, _ in resolve_tasks(spec, run)
                   if t.startswith("pretrain") and "nodeSelector" not in placed[c["executorLabel"]]]
-    assert len(submitters) == 3  # one-expert: dit; two-experts: high and low
+    # one expert: dit; two experts at once: high, low; one after the other: high, low
+    assert len(submitters) == 5
     for task, comp, inputs in submitters:
         assert "accelerator" not in executors[comp["executorLabel"]]["container"].get("resources", {})
         args = component_args(comp, inputs)
@@ -208,7 +228,12 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
                     workdir="", run_id="run-42")
         if args["expert"]:  # the two-expert branch runs for the A14B variants only
             args.update(train_set=["model.variant=t2v-a14b"], base_model=str(tiny_checkpoints["t2v-a14b"]))
+        if launcher == "trainjob":  # torch-distributed reads no queue: the step refuses one before submitting
+            with pytest.raises(UserError, match="volcano_queue"):
+                pretrain.python_func(**args, curve=artifact(f"{task}-q.html"), metrics=artifact(f"{task}-q"))
+            args["volcano_queue"] = ""
         pretrain.python_func(**args, curve=artifact(f"{task}.html"), metrics=artifact(f"{task}-m"))
+    # a run takes one branch; here all five ran, and the second of each expert found the first's succeeded job
     assert len(api.created) == 3 and len({body["metadata"]["name"] for _, _, body in api.created}) == 3
     for kind, namespace, body in api.created:
         assert kind == launcher and namespace == deployment.namespace == body["metadata"]["namespace"]
@@ -218,11 +243,13 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
             assert pod["claim"] == deployment.pvc and pod["pull_secrets"] == [deployment.image_pull_secret]
             assert pod["node_selector"] == deployment.node_selector and pod["tolerations"] == deployment.tolerations
             assert pod["service_account"] == deployment.service_account
-            secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in pod["env"] if "valueFrom" in e}
+            secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in pod["env"]
+                          if "secretKeyRef" in e.get("valueFrom", {})}
             assert secret_env == {k: deployment.storage_secret for k in STORAGE_SECRET_KEYS}
             want = {deployment.accelerator_resource: str(deployment.devices_per_node)} \
                 if deployment.accelerator_resource else None
             assert pod["limits"] == want
+            assert_runs_in_a_profile_namespace(pod)
         assert job_size(launcher, body) == (deployment.nnodes, deployment.devices_per_node)
 
 
@@ -259,22 +286,37 @@ def job_pods(kind, body):
     if kind == "trainjob":
         trainer = body["spec"]["trainer"]
         node = body["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
-        pod = node["template"]["spec"]["template"]["spec"]
+        template = node["template"]["spec"]["template"]
+        pod = template["spec"]
         return [dict(image=trainer["image"], command=trainer["command"], env=trainer["env"],
                      claim=next(v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
                                 if "persistentVolumeClaim" in v),
                      pull_secrets=[s["name"] for s in pod["imagePullSecrets"]], node_selector=pod["nodeSelector"],
                      tolerations=pod["tolerations"], service_account=pod["serviceAccountName"],
-                     limits=trainer.get("resourcesPerNode", {}).get("limits"))]
+                     limits=trainer.get("resourcesPerNode", {}).get("limits"),
+                     requests=trainer["resourcesPerNode"]["requests"], metadata=template["metadata"],
+                     security=pod["securityContext"])]
     if kind == "pytorchjob":
-        templates = [r["template"]["spec"] for r in body["spec"]["pytorchReplicaSpecs"].values()]
+        templates = [r["template"] for r in body["spec"]["pytorchReplicaSpecs"].values()]
     else:
-        templates = [t["template"]["spec"] for t in body["spec"]["tasks"]]
+        templates = [t["template"] for t in body["spec"]["tasks"]]
     return [dict(image=p["containers"][0]["image"], command=p["containers"][0]["command"], env=p["containers"][0]["env"],
                  claim=next(v["persistentVolumeClaim"]["claimName"] for v in p["volumes"] if "persistentVolumeClaim" in v),
                  pull_secrets=[s["name"] for s in p["imagePullSecrets"]], node_selector=p["nodeSelector"],
                  tolerations=p["tolerations"], service_account=p["serviceAccountName"],
-                 limits=p["containers"][0].get("resources", {}).get("limits")) for p in templates]
+                 limits=p["containers"][0].get("resources", {}).get("limits"),
+                 requests=p["containers"][0]["resources"]["requests"], metadata=t["metadata"],
+                 security=p["securityContext"])
+            for t in templates for p in [t["spec"]]]
+
+
+def assert_runs_in_a_profile_namespace(pod):
+    """No Istio sidecar (it keeps rendezvous from forming and Jobs from completing), the data volume writable by
+    the non-root user (fsGroup), and CPU and memory requests (never BestEffort)."""
+    assert pod["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert pod["security"]["fsGroup"] == 1000 and pod["security"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert {"cpu", "memory"} <= set(pod["requests"])
 
 
 def job_size(kind, body):
@@ -316,6 +358,9 @@ def test_cli_manifests_validate(profile, run_cli):
                        ("sample", ["--model", "/data/m", "--prompts", "/data/p.txt", "--output", "/data/o"])):
         (job,) = run_cli("k8s", "job", step, *common, "--", *args)
         assert_valid(job, f"k8s job {step}")
+        template = job["spec"]["template"]
+        assert_runs_in_a_profile_namespace(dict(metadata=template["metadata"], security=template["spec"]["securityContext"],
+                                                requests=template["spec"]["containers"][0]["resources"]["requests"]))
         assert job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "a"}
     for launcher in KINDS:
         (job,) = run_cli("k8s", "train-job", "--launcher", launcher, "--config", "/data/t.yaml", "--nnodes", "2",
@@ -327,16 +372,44 @@ def test_cli_manifests_validate(profile, run_cli):
 
 def test_validation_can_fail():
     """The checks reject what a cluster would reject: unknown fields, wrong types, nulls, bad names."""
-    from components.k8s.launcher import LaunchSpec, trainjob_manifest, volcano_manifest
+    from components.k8s.launcher import LaunchSpec, pytorchjob_manifest, trainjob_manifest, volcano_manifest
     from components.k8s.manifests import step_job
 
-    spec = LaunchSpec("wan22-train-x", ["wan22", "train"], given("npu"))
+    spec = LaunchSpec("wan22-train-x", ["wan22", "train"], given("npu").replace(volcano_queue=""))
     tj = trainjob_manifest(spec)
+    assert not problems(tj)
     tj["spec"]["trainer"]["numProcsPerNode"] = 8
     assert any("numProcsPerNode" in p for p in problems(tj))
+    # the admission rules beyond the schema (helpers/admission.py), each as the cluster would refuse it
+    tj = trainjob_manifest(spec)
+    tj["spec"]["runtimePatches"][0]["manager"] = "wan22"
+    assert any("domain-prefixed path" in p for p in problems(tj))
+    tj = trainjob_manifest(spec)
+    tj["spec"]["trainer"]["env"].append({"name": "PET_NNODES", "value": "2"})
+    assert any("reserved envs" in p for p in problems(tj))
+    tj = trainjob_manifest(spec)
+    tj["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["name"] = "trainer"
+    assert any("doesn't exist in the runtime" in p for p in problems(tj))
+    pj = pytorchjob_manifest(spec)
+    assert not problems(pj)
+    pj["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = 2
+    assert any("Master].replicas: must be 1" in p for p in problems(pj))
+    pj = pytorchjob_manifest(spec)
+    pj["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["name"] = "trainer"
+    assert any("container with name pytorch" in p for p in problems(pj))
     vj = volcano_manifest(spec)
+    assert not problems(vj)
     vj["spec"]["minAvailable"] = "two"
     assert any("minAvailable" in p for p in problems(vj))
+    vj = volcano_manifest(spec)
+    vj["spec"]["minAvailable"] = 9
+    assert any("should not be greater than total replicas" in p for p in problems(vj))
+    vj = volcano_manifest(spec)
+    vj["spec"]["policies"][0]["action"] = "Explode"
+    assert any("invalid policy" in p for p in problems(vj))
+    vj = volcano_manifest(spec)
+    vj["spec"]["tasks"][0]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] = "nowhere"
+    assert any("names no volume" in p for p in problems(vj))
     job = step_job("train", [], given("cuda"), 1)
     job["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
     assert problems(job)

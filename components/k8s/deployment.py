@@ -12,9 +12,21 @@ from components.k8s.profiles import IMAGES, PROFILES, profile_env
 from wan_core.errors import UserError
 
 DATA_MOUNT = "/data"
-NON_ROOT_UID = 1000
-# keys of the storage Secret passed to pods as env vars of the same name (fsspec's s3 reads them)
-STORAGE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+NON_ROOT_UID = 1000  # the images' user; also the fsGroup that makes a fresh volume writable for it
+# what every pod we create carries: opt out of Istio's sidecar (it keeps torchrun's rendezvous from forming and a
+# Job from completing in Kubeflow profile namespaces; kubeflow/trainer#2794), as label (Istio >= 1.10) and annotation
+POD_LABELS = {"app.kubernetes.io/name": "wan22", "sidecar.istio.io/inject": "false"}
+POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
+# CPU and memory every wan22 container asks for at least (never BestEffort, the first evicted); the steps that hold
+# accelerators ask for more (TASK_REQUESTS in pipelines/profiles.py)
+POD_REQUESTS = {"cpu": "1", "memory": "4Gi"}
+# Ascend without Ascend Docker Runtime: the driver comes from the node (MindCluster's PyTorch job sample)
+ASCEND_HOST_PATHS = {"ascend-driver": "/usr/local/Ascend/driver", "ascend-dcmi": "/usr/local/dcmi",
+                     "npu-smi": "/usr/local/bin/npu-smi", "ascend-install-info": "/etc/ascend_install.info"}
+# keys of the storage Secret passed to pods as env vars of the same name (s3fs / botocore read them); the endpoint
+# (an S3-compatible store such as MinIO) and region are optional keys
+STORAGE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+REQUIRED_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +46,9 @@ class Deployment:
     devices_per_node: int = 0
     nnodes: int = 1
     volcano_queue: str = ""
+    ascend_runtime: bool = True  # npu: Ascend Docker Runtime mounts the driver; False: pods mount it from the node
+    supplemental_groups: tuple = ()  # e.g. the gid of HwHiAiUser on Ascend nodes, which CANN's files belong to
+    arch: str = ""  # kubernetes.io/arch of the image (amd64, arm64); "" = any node
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -46,6 +61,9 @@ class Deployment:
                 else self.accelerator_resource}
         for name, value in fill.items():
             object.__setattr__(self, name, value)
+        if self.arch not in ("", "amd64", "arm64"):
+            raise UserError(f"deployment arch={self.arch!r}: amd64, arm64 or empty (any node)")
+        object.__setattr__(self, "supplemental_groups", tuple(self.supplemental_groups))
         for name in ("devices_per_node", "nnodes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "nnodes" else 0):
@@ -84,19 +102,30 @@ TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
 
 def pod_env(deployment: Deployment) -> list[dict]:
-    """The profile's variables (validated), HF_HUB_OFFLINE, and the storage Secret's keys."""
+    """The profile's variables (validated), HF_HUB_OFFLINE, and the storage Secret's keys (an endpoint included,
+    for S3-compatible stores such as MinIO)."""
     env = [{"name": k, "value": str(v)} for k, v in deployment.plain_env().items()]
     if deployment.storage_secret:
-        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": deployment.storage_secret, "key": key}}}
+        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": deployment.storage_secret, "key": key,
+                                                             "optional": key not in REQUIRED_SECRET_KEYS}}}
                 for key in STORAGE_SECRET_KEYS]
     return env
 
 
+def pod_template(deployment: Deployment, command: list[str], devices: int = 0, restart_policy: str = "Never",
+                 container_name: str = "wan22") -> dict:
+    """The pod every wan22 step or training node runs in, as a plain dict (no null fields): metadata that opts out
+    of sidecar injection, and `pod_spec`'s spec."""
+    return {"metadata": {"labels": dict(POD_LABELS), "annotations": dict(POD_ANNOTATIONS)},
+            "spec": pod_spec(deployment, command, devices, restart_policy, container_name)}
+
+
 def pod_spec(deployment: Deployment, command: list[str], devices: int = 0, restart_policy: str = "Never",
              container_name: str = "wan22") -> dict:
-    """The pod every wan22 step or training node runs in, as a plain dict (no null fields): the
-    deployment's image, resources, node selector, tolerations, secrets, service account and env; the
-    data volume at /data; /dev/shm in memory; a non-root user. Checked with the Kubernetes client models."""
+    """The deployment's image, resources (CPU and memory requests, accelerators), node selector and architecture,
+    tolerations, secrets, service account and env; the data volume at /data, writable by the non-root user through
+    the pod's fsGroup; /dev/shm in memory; on Ascend without its container runtime, the node's driver. Checked with
+    the Kubernetes client's models."""
     from kubernetes import client
 
     container = {"name": container_name, "image": deployment.image, "command": list(command), "env": pod_env(deployment),
@@ -105,14 +134,29 @@ def pod_spec(deployment: Deployment, command: list[str], devices: int = 0, resta
                                      "allowPrivilegeEscalation": False}}
     volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     resources = deployment.resources(devices)
-    if resources:
-        container["resources"] = resources
+    container["resources"] = {"requests": {**POD_REQUESTS, **resources.get("requests", {})},
+                              **({"limits": resources["limits"]} if "limits" in resources else {})}
+    security = {"runAsNonRoot": True, "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID}
     if deployment.pvc:
         container["volumeMounts"].append({"name": "data", "mountPath": DATA_MOUNT})
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": deployment.pvc}})
-    pod = {"containers": [container], "volumes": volumes, "restartPolicy": restart_policy}
-    if deployment.node_selector:
-        pod["nodeSelector"] = dict(deployment.node_selector)
+        # a fresh volume's root is root-owned; the kubelet gives the pod's group write access once (not per start)
+        security.update(fsGroup=NON_ROOT_UID, fsGroupChangePolicy="OnRootMismatch")
+    if deployment.supplemental_groups:
+        security["supplementalGroups"] = [int(g) for g in deployment.supplemental_groups]
+    if deployment.profile == "npu" and devices and not deployment.ascend_runtime:
+        for name, path in ASCEND_HOST_PATHS.items():
+            volumes.append({"name": name, "hostPath": {"path": path}})
+            container["volumeMounts"].append({"name": name, "mountPath": path, "readOnly": True})
+        # the chips the device plugin gave this pod, as MindCluster's sample passes them
+        container["env"].append({"name": "ASCEND_VISIBLE_DEVICES", "valueFrom": {"fieldRef": {
+            "fieldPath": f"metadata.annotations['{deployment.accelerator_resource}']"}}})
+    pod = {"containers": [container], "volumes": volumes, "restartPolicy": restart_policy, "securityContext": security}
+    selector = dict(deployment.node_selector)
+    if deployment.arch:
+        selector["kubernetes.io/arch"] = deployment.arch
+    if selector:
+        pod["nodeSelector"] = selector
     if deployment.tolerations:
         pod["tolerations"] = [dict(t) for t in deployment.tolerations]
     if deployment.image_pull_secret:

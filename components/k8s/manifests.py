@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from wan_core.errors import UserError
-from components.k8s.deployment import Deployment, pod_spec
+from components.k8s.deployment import Deployment, pod_template
 
 STEPS = ("validate-dataset", "convert", "cache-features", "train", "consolidate", "export", "export-lora", "merge-lora",
          "sample")  # every wan22 command a pipeline step runs
@@ -25,7 +25,7 @@ def step_job(step: str, args: list[str], deployment: Deployment, devices: int = 
     metadata = {"name": k8s_name(name or f"wan22-{step}"), "labels": {"app.kubernetes.io/name": "wan22", "wan22/step": step}}
     if deployment.namespace:
         metadata["namespace"] = deployment.namespace
+    template = pod_template(deployment, ["wan22", step, *args], devices)
+    template["metadata"]["labels"]["wan22/step"] = step
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
-            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400,
-                     "template": {"metadata": {"labels": {"wan22/step": step}},
-                                  "spec": pod_spec(deployment, ["wan22", step, *args], devices)}}}
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400, "template": template}}

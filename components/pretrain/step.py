@@ -41,7 +41,11 @@ def planned_config(document: str, overrides: list[str], deployment: Deployment) 
 
 
 def pretrain_step(document: str, overrides: list[str], deployment: Deployment, launcher: str, run_id: str,
-                  curve_html: Path, log_metric: Callable[[str, float], None]) -> str:
+                  curve_html: Path, log_metric: Callable[[str, float], None], limits=None) -> str:
+    """`limits`: a components.k8s.launcher.JobLimits for a cluster job (the defaults when None)."""
+    from components.k8s.launcher import check_launch
+
+    check_launch(deployment, launcher)
     cfg = planned_config(document, overrides, deployment)
     save_path = Path(cfg.save_path)
     save_path.mkdir(parents=True, exist_ok=True)
@@ -55,9 +59,9 @@ def pretrain_step(document: str, overrides: list[str], deployment: Deployment, l
         if status:
             raise UserError(f"training failed (exit status {status})")
     else:
-        from components.k8s.launcher import launch_training
+        from components.k8s.launcher import JobLimits, launch_training
 
-        launch_training(deployment, config_path, run_id, cfg.model.expert or "", launcher)
+        launch_training(deployment, config_path, run_id, cfg.model.expert or "", launcher, limits or JobLimits())
     metrics_path = save_path / "metrics.jsonl"
     curve_html.write_text(training_curve_html(metrics_path, f"training {cfg.model.variant} "
                                                             f"{cfg.model.expert or ''}".strip()))

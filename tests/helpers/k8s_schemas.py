@@ -64,7 +64,10 @@ def nulls(value, path: str = "") -> list[str]:
 
 
 def problems(manifest: dict) -> list[str]:
-    """Everything wrong with one manifest (empty when it validates)."""
+    """Everything wrong with one manifest (empty when it validates): nulls, the schema, and the admission rules
+    the cluster's webhooks and API server apply beyond it (helpers/admission.py)."""
+    from helpers.admission import admission_problems
+
     found = [f"null at {p}" for p in nulls(manifest)]
     name = (manifest.get("metadata") or {}).get("name", "")
     if not NAME.match(name) or len(name) > 63:
@@ -74,14 +77,14 @@ def problems(manifest: dict) -> list[str]:
     if schema is not None:
         validator = jsonschema.Draft7Validator(schema)
         found += [f"{'.'.join(map(str, e.absolute_path)) or '.'}: {e.message}" for e in validator.iter_errors(manifest)]
-        return found
+        return found or admission_problems(manifest)  # the webhooks see only what the schema admitted
     import kubernetes_validate
 
     try:
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
         found.append(f"{'.'.join(map(str, exc.path)) or '.'}: {exc.message}")
-    return found
+    return found or admission_problems(manifest)
 
 
 def assert_valid(manifest: dict, what: str = "") -> None:
