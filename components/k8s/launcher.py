@@ -383,7 +383,7 @@ def transient(exc: Exception) -> bool:
     status = getattr(exc, "status", None)
     if status is not None:
         return status == 429 or status >= 500
-    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or type(exc).__module__.startswith("urllib3")
+    return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__module__.startswith("urllib3")
 
 
 class Launcher:
@@ -430,7 +430,7 @@ class Launcher:
         if not name:
             return None
         try:
-            pod = self.call("read this pod", self.api.pod, namespace, name)
+            pod = self.api.pod(namespace, name)
         except Exception:  # noqa: BLE001 - not in a cluster, or not allowed to read pods: no owner
             return None
         for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
