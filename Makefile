@@ -17,9 +17,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
+# the real torch_npu wheel (not installed): tests/test_npu_image.py runs the CPU-only steps beside it, as the
+# npu image's pods without NPUs do
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip download --quiet --no-deps -d $(VENV)/wheels 'torch_npu==2.13.0'
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-containers: pyproject.toml | $(VENV)/.installed

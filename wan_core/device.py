@@ -1,6 +1,7 @@
 """Device, dtype and backend selection: the one place that knows about NPU / CUDA / CPU.
 
-`torch_npu` is optional; it is imported only when installed, and only here.
+`torch_npu` is optional; it is imported only when installed and NPUs are visible, and only here (`wan_core`'s
+package import marks it absent on a pod without NPUs, so torch and diffusers do not load it there either).
 """
 from __future__ import annotations
 
@@ -12,11 +13,20 @@ import torch
 
 @functools.lru_cache(maxsize=1)
 def torch_npu():
-    """The `torch_npu` module when installed and an NPU is visible, else None."""
-    if importlib.util.find_spec("torch_npu") is None:
-        return None
-    import torch_npu as module  # noqa: F401  (registers the "npu" device with torch)
+    """The `torch_npu` module when installed and an NPU is visible, else None (wan_core's import marked it absent on
+    a pod without NPUs). A torch_npu that cannot load where NPUs are visible is one paragraph, not a traceback."""
+    import sys
 
+    if sys.modules.get("torch_npu", False) is None or importlib.util.find_spec("torch_npu") is None:
+        return None
+    try:
+        import torch_npu as module  # noqa: F401  (registers the "npu" device with torch)
+    except Exception as exc:  # noqa: BLE001 - a missing driver library shows up as OSError, ImportError, RuntimeError
+        from wan_core.errors import UserError, plain_text
+
+        raise UserError(f"NPUs are visible here but torch_npu cannot load ({plain_text(exc).splitlines()[0]}); is the "
+                        "Ascend driver mounted into this pod (Ascend Docker Runtime on the node, or deploy with "
+                        "--no-ascend-runtime so the pod mounts it) and is CANN's environment set?") from None
     try:
         return module if torch.npu.is_available() else None  # type: ignore[attr-defined]
     except Exception:  # a broken driver must not break CPU runs

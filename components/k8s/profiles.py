@@ -18,6 +18,9 @@ NPU_ENV_DEFAULTS = {
     "ACLNN_CACHE_LIMIT": "100000",
     "ASCEND_LAUNCH_BLOCKING": "0",
     "COMBINED_ENABLE": "1",
+    # torch would load torch_npu at `import torch`, which fails on the CPU-only pods of a run (no driver there);
+    # wan_core.device loads it where NPUs are visible
+    "TORCH_DEVICE_BACKEND_AUTOLOAD": "0",
 }
 NPU_ENV_RANGES = {  # name: (allowed integer range) or allowed values
     "HCCL_CONNECT_TIMEOUT": range(120, 7201),
@@ -26,6 +29,7 @@ NPU_ENV_RANGES = {  # name: (allowed integer range) or allowed values
     "CPU_AFFINITY_CONF": {"0", "1", "2"},
     "COMBINED_ENABLE": {"0", "1"},
     "ASCEND_LAUNCH_BLOCKING": {"0", "1"},
+    "TORCH_DEVICE_BACKEND_AUTOLOAD": {"0", "1"},
 }
 
 PROFILES = {
