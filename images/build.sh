@@ -8,7 +8,8 @@
 # the cpu image is built FROM a Debian bookworm base made here with mmdebstrap, carrying the host's CA
 # certificates (for TLS-intercepting proxies). Where the public torch index cannot be reached, torch
 # comes from a one-package index served on 127.0.0.1 from the wheel pip finds on this host.
-# Overrides: WAN22_BASE_IMAGE, WAN22_TORCH_INDEX_URL, WAN22_IMAGE_TAG_PREFIX (default wan22).
+# Overrides: WAN22_BASE_IMAGE, WAN22_TORCH_INDEX_URL, WAN22_IMAGE_TAG_PREFIX (default wan22), and WAN22_PLATFORM
+# (e.g. linux/arm64 for Kunpeng NPU nodes; the tag then ends in -arm64, and pipelines pin pods with --arch arm64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +36,17 @@ cleanup() {
 trap cleanup EXIT
 engine_start
 
+PLATFORM=${WAN22_PLATFORM:-}
+SUFFIX=""
+case "$PLATFORM" in
+  "") ;;
+  linux/amd64|linux/arm64) SUFFIX="-${PLATFORM#linux/}" ;;
+  *) echo "[build] WAN22_PLATFORM=$PLATFORM: linux/amd64 or linux/arm64" >&2; exit 2 ;;
+esac
+
 build() {  # build KIND BASE TORCH_INDEX
-  local kind=$1 args=(--network host -f "images/$1/Dockerfile" -t "$PREFIX:$VERSION-$1" --label "wan22.source=$DIGEST")
+  local kind=$1 args=(--network host -f "images/$1/Dockerfile" -t "$PREFIX:$VERSION-$1$SUFFIX" --label "wan22.source=$DIGEST")
+  [ -z "$PLATFORM" ] || args+=(--platform "$PLATFORM")
   [ -z "$2" ] || args+=(--build-arg "BASE_IMAGE=$2")
   [ -z "$3" ] || args+=(--build-arg "TORCH_INDEX_URL=$3")
   echo "[build] $PREFIX:$VERSION-$kind (base ${2:-the Dockerfile's}, torch index ${3:-the Dockerfile's})" >&2
