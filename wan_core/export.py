@@ -50,7 +50,7 @@ def consolidate(source: str, target: str, iteration: str | int | None = None, fm
         raise UserError(f"--format must be safetensors or mm-pt, got {fmt!r}")
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be keep, bf16 or fp32, got {dtype!r}")
-    folder = training_iteration(Path(source), iteration)
+    folder = training_iteration(source, iteration)
     reader = DcpModelReader(folder)
     config = _model_config(folder, reader.metas)
     check_architecture(folder, config, {k: m.shape for k, m in reader.metas.items()})
@@ -132,7 +132,7 @@ def export_lora(source: str, target: str, iteration: str | int | None = None, ov
     from wan_core.train.config import LoraSettings, validated
     from wan_core.train.lora import adapter_state, write_diffusers_lora
 
-    folder = training_iteration(Path(source), iteration)
+    folder = training_iteration(source, iteration)
     reader = DcpModelReader(folder)
     state = adapter_state((name, reader.read(name)) for name in reader.metas if ".lora_" in name)
     if not state:

@@ -59,6 +59,23 @@ class Location:
     def open(self, mode: str = "rb"):
         return self.fs.open(self.path, mode)
 
+    def write_text(self, text: str) -> None:
+        """The whole file at once (an object store replaces the object whole; a local file through a rename)."""
+        local = self.local_path()
+        if local is not None:
+            from wan_core.fsutil import atomic_output_file
+
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output_file(local) as f:
+                f.write(text)
+            return
+        self.fs.pipe_file(self.path, text.encode("utf-8"))
+
+    def remove(self) -> None:
+        """The file or folder and all below it; nothing when absent."""
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+
     def glob(self, pattern: str) -> list["Location"]:
         root = self.url.rstrip("/")
         names = sorted(posixpath.basename(p) for p in self.fs.glob(posixpath.join(self.path, pattern)))

@@ -58,13 +58,14 @@ def loss_curve_svg(rows: list[dict], width: int = 520, height: int = 240) -> str
     return "".join(parts)
 
 
-def read_metrics(metrics_path: Path) -> list[dict]:
+def read_metrics(metrics_path) -> list[dict]:
+    """The rows of a metrics.jsonl (a local path or a wan_core.storage.Location)."""
     if not metrics_path.is_file():
         return []
     return [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
 
 
-def training_curve_html(metrics_path: Path, title: str) -> str:
+def training_curve_html(metrics_path, title: str) -> str:
     """A self-contained HTML page with the loss curve (the pretrain step's artifact in the Kubeflow UI)."""
     rows = read_metrics(metrics_path)
     if not rows:

@@ -14,6 +14,7 @@ import yaml
 from components.k8s.deployment import Deployment
 from components.pretrain.curve import read_metrics, training_curve_html
 from wan_core.errors import UserError
+from wan_core.storage import Location
 from wan_core.train.config import TrainConfig, resolve_document
 from wan_core.train.plan import parallel_layout
 
@@ -47,8 +48,7 @@ def pretrain_step(document: str, overrides: list[str], deployment: Deployment, l
 
     check_launch(deployment, launcher)
     cfg = planned_config(document, overrides, deployment)
-    save_path = Path(cfg.save_path)
-    save_path.mkdir(parents=True, exist_ok=True)
+    save_path = Location(cfg.save_path)  # a folder on the volume or an object-store URL, never through Path()
     config_path = save_path / CONFIG_NAME
     config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if launcher == "local":
@@ -70,7 +70,7 @@ def pretrain_step(document: str, overrides: list[str], deployment: Deployment, l
         log_metric("final_loss", rows[-1]["loss"])
         log_metric("steps", rows[-1]["step"])
         log_metric("samples_per_s", sum(r["samples_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows))
-    return str(save_path)
+    return cfg.save_path
 
 
 def plan_step(document: str, overrides: list[str], base_model: str, data_txt: str, workdir: str,

@@ -315,6 +315,16 @@ def parse_document(text: str, where: str, json_only: bool = False) -> dict:
 
 
 def read_config_file(path: str | Path) -> dict:
+    """A config file's mapping: a local path, or an fsspec URL (the file a run on object storage writes for its
+    ranks)."""
+    if "://" in str(path):
+        from wan_core.storage import Location
+
+        try:
+            text = Location(str(path)).read_text()
+        except (OSError, ImportError) as exc:
+            raise UserError(f"config {path}: cannot read it ({exc})") from None
+        return parse_document(text, str(path), json_only=str(path).endswith(".json"))
     path = Path(path)
     try:
         text = path.read_text()
@@ -332,7 +342,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 
 def _is_path(document: str) -> bool:
     text = document.strip()
-    return bool(text) and "\n" not in text and ": " not in text and Path(text).suffix in (".yaml", ".yml", ".json")
+    return bool(text) and "\n" not in text and ": " not in text and text.endswith((".yaml", ".yml", ".json"))
 
 
 def document_mapping(document: str) -> dict:

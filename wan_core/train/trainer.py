@@ -62,7 +62,8 @@ class Trainer:
         from wan_core.train.checkpoint import RemoteMirror, staging_dir
 
         self.device = device or default_device()
-        # an fsspec save_path is staged locally and mirrored: checkpoints, then the pointer, uploaded
+        # an fsspec save_path: every rank writes its checkpoint shards there; rank 0's own files (metrics, TensorBoard,
+        # the resolved config) are staged locally and uploaded with each checkpoint
         self.mirror = None
         if is_url(cfg.save_path):
             self.save_path = staging_dir(cfg.save_path)
@@ -92,7 +93,8 @@ class Trainer:
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
         self.checkpoints = CheckpointManager(self.save_path, cfg.train.keep_last, self.mirror,
-                                             trainable_only=cfg.train.lora is not None)
+                                             trainable_only=cfg.train.lora is not None,
+                                             remote=cfg.save_path if self.mirror is not None else None)
         self.step = 0
         self.encoders = None
 
@@ -355,7 +357,7 @@ class Trainer:
                 metrics_file.close()
                 writer.close()
         if rank0 and self.mirror is not None:
-            self.mirror.push(None, keep=[], files=("metrics.jsonl", "config.resolved.json", "tensorboard"))
+            self.mirror.push(files=("metrics.jsonl", "config.resolved.json", "tensorboard"))
         return last
 
 

@@ -44,9 +44,10 @@ def iteration_dir(save_path, step: int):
     return save_path / iteration_name(step)
 
 
-def iteration_steps(folder: Path) -> list[int]:
-    """The iterations (iter_NNNNNNN, not a .tmp leftover) in a local folder, oldest first."""
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := ITERATION_NAME.fullmatch(p.name)))
+def iteration_steps(folder) -> list[int]:
+    """The iterations (iter_NNNNNNN, not a .tmp leftover) in a folder (a local path or a Location), oldest first."""
+    names = [p.name for p in (folder.glob("iter_*") if hasattr(folder, "fs") else folder.iterdir())]
+    return sorted(int(m.group(1)) for n in names if (m := ITERATION_NAME.fullmatch(n)))
 
 
 def natural_key(key: str):
@@ -65,19 +66,26 @@ def check_dcp_complete(folder: Path) -> None:
 
 
 def latest_iteration(save_path) -> int | None:
-    """The iteration a training folder's pointer names, if its checkpoint is complete (has .metadata)."""
-    value = read_pointer(Path(save_path))
+    """The iteration a training folder's pointer names, if its checkpoint is complete (has .metadata). The folder is
+    a local path or a wan_core.storage.Location (an object store, where every rank wrote its own shards)."""
+    folder = save_path if hasattr(save_path, "fs") else Path(save_path)
+    value = read_pointer(folder)
     if value is None:
         return None
     if value == RELEASE:
-        raise UserError(f"{Path(save_path) / POINTER_FILE}: expected an iteration number of a training run, "
+        raise UserError(f"{folder / POINTER_FILE}: expected an iteration number of a training run, "
                         "found 'release' (a converted checkpoint, not a training folder)")
-    check_dcp_complete(iteration_dir(Path(save_path), value))
+    check_dcp_complete(iteration_dir(folder, value))
     return value
 
 
-def training_iteration(save_path: Path, iteration: str | int | None) -> Path:
-    """The DCP folder of `iteration` (a number, or None / 'latest' for the pointer's) in a training folder."""
+def training_iteration(save_path, iteration: str | int | None):
+    """The DCP folder of `iteration` (a number, or None / 'latest' for the pointer's) in a training folder: a local
+    path (given as a str or Path) or an fsspec URL (a wan_core.storage.Location comes back then)."""
+    if not hasattr(save_path, "fs"):
+        from wan_core.storage import Location, is_url
+
+        save_path = Location(str(save_path)) if is_url(save_path) else Path(save_path)
     if not save_path.is_dir():
         raise UserError(f"--source {save_path}: no such training output folder")
     if iteration in (None, "latest"):
@@ -101,14 +109,21 @@ class DcpModelReader:
 
     MODEL_PREFIX = "model."
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder):
+        """`folder`: a local path, or a wan_core.storage.Location of an object store (read through fsspec)."""
         from torch.distributed.checkpoint import FileSystemReader
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
         self.folder = folder
         self.reader_cls = FileSystemReader
+        if hasattr(folder, "fs") and folder.local_path() is None:
+            from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader  # torch's own fsspec reader
+
+            self.reader_cls = FsspecReader
+        elif hasattr(folder, "fs"):
+            self.folder = folder.local_path()
         try:
-            metadata = FileSystemReader(str(folder)).read_metadata()
+            metadata = self.reader_cls(str(self.folder)).read_metadata()
         except Exception as exc:
             raise UserError(f"{folder}: cannot read the DCP metadata ({type(exc).__name__}: {exc})") from None
         self.metas = {}

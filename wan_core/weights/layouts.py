@@ -105,9 +105,7 @@ def _open_mm(loc: Location) -> Checkpoint:
     if shards:
         return _open_safetensors(folder, folder / MM_INDEX, shards, layout="mm", config=config, source=str(loc))
     if (folder / ".metadata").is_file():  # a DCP checkpoint (MindSpeed-MM's mm_to_dcp, `wan22 convert mm-to-dcp`)
-        if folder.local_path() is None:
-            raise UserError(f"{folder}: a DCP checkpoint is read from a local path; copy it here first")
-        reader = DcpModelReader(folder.local_path())
+        reader = DcpModelReader(folder)
         layout = _detect(reader.metas, str(loc))
         return Checkpoint(str(loc), layout, config or infer_config(reader.metas, layout, str(loc)), reader.metas,
                           reader.read)
