@@ -132,7 +132,7 @@ def _cmd_run(args) -> int:
         layout.append(f"parallel.ulysses_degree={args.ulysses_degree}")
     report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, iters=args.iters,
                        overrides=[*layout, *args.set], containers=args.containers, image=args.image,
-                       verbose=args.verbose, overwrite=args.overwrite, pipeline=args.pipeline)
+                       verbose=args.verbose, overwrite=args.overwrite, pipeline=args.pipeline, storage=args.storage)
     print(f"pipeline finished; report: {report}")
     return 0
 
@@ -210,6 +210,9 @@ def register(sub) -> None:
                    help="override a training-config key, as in wan22 train (repeatable), e.g. "
                    "--set train.activation_checkpointing=true --set train.grad_accum=2 --set data.num_workers=1")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier run in --workdir")
+    r.add_argument("--storage", metavar="URL", help="keep the run's work folder in object storage (e.g. "
+                   "s3://bucket/run; credentials and AWS_ENDPOINT_URL from the environment), as a cluster run on a "
+                   "store does; copied back into the run folder for the report")
     r.add_argument("--verbose", action="store_true",
                    help="show every step's full output (kfp.local's executor logs, library warnings)")
     r.set_defaults(func=_cmd_run)

@@ -27,8 +27,10 @@ def local_document(pipeline: str, variant: str, iters: int) -> str:
 
 def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, iters: int = 6,
               overrides: list[str] | None = None, containers: bool = False, image: str | None = None,
-              verbose: bool = False, overwrite: bool = False, pipeline: str = "full") -> Path:
-    """`overrides`: `--set a.b=c` items on top of the local training config (parallel.cp, ... among them)."""
+              verbose: bool = False, overwrite: bool = False, pipeline: str = "full", storage: str | None = None) -> Path:
+    """`overrides`: `--set a.b=c` items on top of the local training config (parallel.cp, ... among them).
+    `storage`: an fsspec URL (s3://bucket/prefix) for the run's work folder instead of RUN_DIR/work, as a cluster run
+    on object storage has it; it is copied back into RUN_DIR/work afterwards for the report."""
     from kfp import local
 
     from pipelines import full, lora
@@ -97,13 +99,14 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
     warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
     # display names are for the Kubeflow UI; kfp.local says it ignores them, for every task that has one
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+    work = storage.rstrip("/") if storage else str(run_dir / "work")
     with runner_context as runner, step_console(log_path, verbose) as console, private_tmp(run_dir / "tmp"):
         # the run folder is the pipeline root: DockerRunner mounts only that, so inputs live under it
         local.init(runner=runner, pipeline_root=str(run_dir))
         try:
             build = {"full": full.build, "lora": lora.build}[pipeline]
             build(deployment, image_parameter=False)(
-                base_model=str(base), data_txt=str(data / "data.txt"), workdir=str(run_dir / "work"),
+                base_model=str(base), data_txt=str(data / "data.txt"), workdir=work,
                 prompts=str(prompts), images=images, train_config=document, train_set=overrides, nnodes=1,
                 devices_per_node=nproc, launcher="local", sample_frames=5, sample_height=SIZE, sample_width=SIZE,
                 sample_steps=4)
@@ -113,6 +116,11 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
     if console.failed is not None:
         step, cause = console.failed
         raise UserError(f"step {step} failed: {cause} (its full output is in {log_path})")
+    if storage:  # the report reads the work folder locally
+        from wan_core.storage import Location
+
+        store = Location(work)
+        store.fs.get(store.path + "/", str(run_dir / "work") + "/", recursive=True)
     settings = {"pipeline": f"wan22-{pipeline}", "variant": variant, "steps ran": how,
                 "training": f"{iters} steps, {nproc} processes, {layout}", "clip size": f"9 frames of {SIZE}×{SIZE}",
                 "sampling": f"5 frames of {SIZE}×{SIZE}, 4 steps", "tiny": True}

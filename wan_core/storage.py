@@ -98,13 +98,35 @@ def output_dir(target: str | Path, command: str | None, overwrite: bool = False)
     staging = Path(tempfile.mkdtemp(prefix="wan22-out-"))
     try:
         yield staging
+        # an object store has no rename: the old output goes, the new one is uploaded, its marker last (a folder
+        # without the marker is an upload that did not finish, and is never taken for this command's output)
+        marker = staging / MARKER
+        marker.unlink(missing_ok=True)
+        loc.remove()
+        root = loc.path.rstrip("/")
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            loc.fs.put_file(str(path), f"{root}/{path.relative_to(staging).as_posix()}")
         if command is not None:
             write_marker(staging, command)
-        remote_tmp = loc.path.rstrip("/") + ".tmp-upload"
-        loc.fs.put(str(staging) + "/", remote_tmp, recursive=True)
-        if loc.fs.exists(loc.path):
-            loc.fs.rm(loc.path, recursive=True)
-        loc.fs.mv(remote_tmp, loc.path, recursive=True)
+            loc.fs.put_file(str(marker), f"{root}/{MARKER}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_copy(source: str | Path):
+    """A local folder holding `source`: the path itself when local, else a temporary download of the fsspec URL
+    (removed afterwards), for the libraries that read only local files (diffusers' from_pretrained)."""
+    if not is_url(source):
+        yield Path(str(source).removeprefix("file://"))
+        return
+    loc = Location(source)
+    if not loc.exists():
+        raise UserError(f"{source}: no such file or folder")
+    staging = Path(tempfile.mkdtemp(prefix="wan22-in-"))
+    try:
+        loc.fs.get(loc.path.rstrip("/") + "/", str(staging) + "/", recursive=True)
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

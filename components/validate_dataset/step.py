@@ -3,6 +3,7 @@ manifest of valid entries training reads. Nothing here imports kfp; the componen
 `log_metric(name, value)` callable."""
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Callable
 
@@ -14,8 +15,11 @@ def validate_dataset_step(data_txt: str, manifest_out: str, report_md: Path, rep
     from wan_core.data.manifest import validate_dataset, write_manifest, write_report
     results, thumbnails = validate_dataset(data_txt)
     valid = [r.entry for r in results if r.reason is None]
-    folder = Path(manifest_out).parent / "validation-report"
-    write_report(folder, data_txt, results, thumbnails, overwrite=True)  # a retried step replaces its own report
+    from wan_core.storage import Location
+
+    # beside the manifest: a folder on the volume or an object-store URL (joined as text, never through Path())
+    folder = Location(posixpath.dirname(manifest_out)) / "validation-report"
+    write_report(str(folder), data_txt, results, thumbnails, overwrite=True)  # a retry replaces its own report
     report_md.write_text((folder / "report.md").read_text())
     report_html.write_text((folder / "report.html").read_text())
     log_metric("entries", len(results))

@@ -219,11 +219,11 @@ def manifest_hash(entries: list[dict]) -> str:
 def write_report(report_dir: Path, data_txt: str, results: list[EntryResult], thumbnails: list,
                  overwrite: bool = False) -> Path:
     """report.md (+ thumbnails/) and report.html in `report_dir`, which appears complete or not at all."""
-    from wan_core.fsutil import atomic_output_dir
+    from wan_core.storage import output_dir
 
-    with atomic_output_dir(Path(report_dir), "validate-dataset", overwrite) as tmp:
+    with output_dir(str(report_dir), "validate-dataset", overwrite) as tmp:  # a local folder or an fsspec URL
         _write_report(tmp, data_txt, results, thumbnails)
-    return Path(report_dir) / "report.md"
+    return Path(report_dir) / "report.md" if "://" not in str(report_dir) else f"{report_dir}/report.md"
 
 
 def _write_report(report_dir: Path, data_txt: str, results: list[EntryResult], thumbnails: list) -> None:
@@ -269,11 +269,9 @@ def _write_report(report_dir: Path, data_txt: str, results: list[EntryResult], t
 
 def write_manifest(path: str | Path, entries: list[dict]) -> None:
     """The manifest of valid entries (what training reads with data.manifest), written atomically."""
-    from wan_core.fsutil import atomic_output_file
+    from wan_core.storage import Location
 
-    with atomic_output_file(Path(path)) as f:
-        json.dump(entries, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    Location(str(path)).write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
 
 
 def _reason(exc: Exception) -> str:
@@ -287,8 +285,10 @@ def _reason(exc: Exception) -> str:
 
 def load_manifest(path: str | Path) -> list[dict]:
     """Entries of a manifest written by validate-dataset (absolute paths)."""
+    from wan_core.storage import Location
+
     try:
-        entries = json.loads(Path(path).read_text())
+        entries = json.loads(Location(str(path)).read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"data.manifest {path}: cannot read ({_reason(exc)})") from None
     if not isinstance(entries, list) or not entries:
