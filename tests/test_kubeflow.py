@@ -40,15 +40,24 @@ def test_ir_structure(compiled):
     inner = {name: c["dag"]["tasks"] for name, c in comps.items() if "dag" in c and name.startswith("comp-condition")}
     names = {t for tasks in inner.values() for t in tasks}
     assert {"pretrain", "pretrain-2", "pretrain-3", "consolidate", "export-pipeline", "batch-sample"} <= names
-    # edges: each consolidate reads its expert's training (here or as a cluster job, whichever ran)
+    # edges: the export reads the two experts' consolidations, through the branch the run's expert_schedule picks
     two = next(tasks for tasks in inner.values() if "export-pipeline-2" in tasks)
-    for consolidate in ("consolidate-2", "consolidate-3"):  # each reads its own expert's training branches
-        (branch,) = two[consolidate]["dependentTasks"]
-        assert branch.startswith("condition-branches")
-        trains = {t for t in comps[f"comp-{branch}"]["dag"]["tasks"]}
-        pretrains = {t for c in trains for t in comps[f"comp-{c}"]["dag"]["tasks"]}
-        assert len(pretrains) == 2 and all(t.startswith("pretrain") for t in pretrains)
-    assert "export-pipeline-2" in two and set(two["export-pipeline-2"]["dependentTasks"]) >= {"consolidate-2", "consolidate-3"}
+    (schedule,) = two["export-pipeline-2"]["dependentTasks"]
+    by_condition = {t["triggerPolicy"]["condition"]: comps[t["componentRef"]["name"]]["dag"]["tasks"]
+                    for t in comps[f"comp-{schedule}"]["dag"]["tasks"].values()}
+    sequential = by_condition["inputs.parameter_values['pipelinechannel--expert_schedule'] == 'sequential'"]
+    at_once = by_condition["!(inputs.parameter_values['pipelinechannel--expert_schedule'] == 'sequential')"]
+    for tasks in (sequential, at_once):
+        consolidates = sorted(t for t in tasks if t.startswith("consolidate"))
+        assert len(consolidates) == 2
+        for consolidate in consolidates:  # each reads its own expert's training (here or as a cluster job)
+            (branch,) = tasks[consolidate]["dependentTasks"]
+            trains = comps[f"comp-{branch}"]["dag"]["tasks"]
+            pretrains = {t for c in trains for t in comps[f"comp-{c}"]["dag"]["tasks"]}
+            assert len(pretrains) == 2 and all(t.startswith("pretrain") for t in pretrains)
+        second = tasks[consolidates[1]]["dependentTasks"][0]
+        # one after the other: the second expert's training waits for the first's consolidation; at once: no wait
+        assert tasks[second].get("dependentTasks", []) == ([consolidates[0]] if tasks is sequential else [])
     params = spec["root"]["inputDefinitions"]["parameters"]
     for p in ("train_config", "train_set", "data_txt", "base_model", "nnodes", "devices_per_node", "pvc_name",
               "node_selector", "tolerations", "accelerator_resource", "image", "sample_devices"):

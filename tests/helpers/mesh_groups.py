@@ -1,4 +1,4 @@
-"""Run under torchrun (8 processes, gloo): the process groups ParallelDims' mesh gives context parallelism and
+"""Run under torchrun (gloo): the process groups ParallelDims' mesh gives context parallelism and
 FSDP, printed by rank 0 as JSON, for the test to compare with the layout written out by hand."""
 import json
 import sys
