@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import inspect
 
-from components.k8s.launcher import KINDS
+from components.k8s.launcher import LAUNCHERS
 from wan_core.model.variants import VARIANTS
-
-LAUNCHERS = ("local", *KINDS)
 
 DESCRIPTIONS = {
     # inputs and outputs

@@ -35,6 +35,7 @@ KINDS = {
     "pytorchjob": ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"),
     "volcano": ("batch.volcano.sh", "v1alpha1", "jobs", "Job"),
 }
+LAUNCHERS = ("local", *KINDS)  # local: torchrun in the pretrain step's own pod
 # Trainer's webhook requires a domain-prefixed path for a runtime patch's manager (jobset.go, IsDomainPrefixedPath)
 PATCH_MANAGER = "wan22.io/pretrain-launcher"
 WORKFLOW = ("argoproj.io", "v1alpha1", "workflows", "Workflow")
@@ -89,8 +90,8 @@ def job_name(run_id: str, step: str) -> str:
 
 def check_launch(deployment: Deployment, launcher: str) -> None:
     """What a launcher cannot do with this deployment, refused before anything is submitted."""
-    if launcher not in ("local", *KINDS):
-        raise UserError(f"unknown launcher {launcher!r}; choose local, {', '.join(KINDS)}")
+    if launcher not in LAUNCHERS:
+        raise UserError(f"unknown launcher {launcher!r}; choose {', '.join(LAUNCHERS)}")
     if launcher == "trainjob" and deployment.volcano_queue:
         raise UserError("volcano_queue: Trainer reads a Volcano queue only from a runtime with podGroupPolicy.volcano, "
                         "which torch-distributed has not; use launcher volcano (gang-scheduled in that queue) or "

@@ -62,6 +62,11 @@ def domain_prefixed_path(value: str) -> bool:
     return bool(sep) and len(domain) <= 253 and bool(DNS1123_SUBDOMAIN.match(domain)) and bool(PATH_SEGMENT.match(path))
 
 
+def rfc1035_name(name: str, message: str) -> list[str]:
+    """The name rule Trainer's CRD and the PyTorchJob webhook share: a DNS-1035 label of at most 63 characters."""
+    return [] if len(name) <= 63 and DNS1035_LABEL.match(name) else [f"metadata.name {name!r} {message}"]
+
+
 def object_meta(meta: dict, where: str) -> list[str]:
     found = []
     for key, value in (meta.get("labels") or {}).items():
@@ -111,10 +116,7 @@ def _pod_template(template: dict, where: str) -> list[str]:
 
 
 def trainjob(obj: dict) -> list[str]:
-    found = []
-    name = obj["metadata"]["name"]
-    if len(name) > 63 or not DNS1035_LABEL.match(name):
-        found.append(f"metadata.name {name!r} must be an RFC 1035 label of at most 63 characters")
+    found = rfc1035_name(obj["metadata"]["name"], "must be an RFC 1035 label of at most 63 characters")
     trainer = obj["spec"].get("trainer") or {}
     if trainer.get("numProcPerNode", 1) < 1:
         found.append("spec.trainer.numProcPerNode must be greater than or equal to 1")
@@ -143,10 +145,7 @@ def trainjob(obj: dict) -> list[str]:
 
 
 def pytorchjob(obj: dict) -> list[str]:
-    found = []
-    name = obj["metadata"]["name"]
-    if len(name) > 63 or not DNS1035_LABEL.match(name):
-        found.append(f"metadata.name {name!r} should match a DNS-1035 label")
+    found = rfc1035_name(obj["metadata"]["name"], "should match a DNS-1035 label")
     specs = obj["spec"].get("pytorchReplicaSpecs") or {}
     if not specs:
         found.append("spec.pytorchReplicaSpecs: must be required")

@@ -227,24 +227,21 @@ def _in_words(exc: ValidationError, model: type[BaseModel]) -> UserError:
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "file"
     kind = err["type"]
-    section, field = model, None
-    for part in loc:  # the section holding the key, and the key's field
-        field = section.model_fields.get(part) if section else None
+    parent, field = model, None  # the section holding the key, and the key's field
+    for part in loc:
+        field = parent.model_fields.get(part)
         if field is None:
             break
-        section = _section_of(field.annotation) or section
+        parent = _section_of(field.annotation) or parent
     if kind == "extra_forbidden":
-        parent = model
-        for part in loc[:-1]:
-            parent = _section_of(parent.model_fields[part].annotation) or parent
         return UserError(f"config {key}: unknown key (known: {', '.join(sorted(parent.model_fields))})")
     if kind == "missing":
         return UserError(f"config {key}: required")
     if kind in _EXPECTED:
         return UserError(f"config {key}: {_EXPECTED[kind]}, got {err['input']!r}")
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and field is not None \
-            and _range_words(field):
-        return UserError(f"config {key}: {_range_words(field)}, got {err['input']!r}")
+    bounds = _range_words(field) if field is not None else ""
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and bounds:
+        return UserError(f"config {key}: {bounds}, got {err['input']!r}")
     return UserError(f"config {key}: {err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}")
 
 

@@ -44,9 +44,20 @@ def iteration_dir(save_path, step: int):
     return save_path / iteration_name(step)
 
 
+def training_folder(place):
+    """A training folder as this module reads it: a Path when it is local (a str, Path or local Location), a
+    wan_core.storage.Location when it is an fsspec URL (an object store, read through fsspec)."""
+    from wan_core.storage import Location, is_url
+
+    if isinstance(place, Location):
+        return place.local_path() or place
+    return Location(str(place)) if is_url(place) else Path(place)
+
+
 def iteration_steps(folder) -> list[int]:
-    """The iterations (iter_NNNNNNN, not a .tmp leftover) in a folder (a local path or a Location), oldest first."""
-    names = [p.name for p in (folder.glob("iter_*") if hasattr(folder, "fs") else folder.iterdir())]
+    """The iterations (iter_NNNNNNN, not a .tmp leftover) in a folder (local or remote), oldest first."""
+    folder = training_folder(folder)
+    names = [p.name for p in (folder.iterdir() if isinstance(folder, Path) else folder.glob("iter_*"))]
     return sorted(int(m.group(1)) for n in names if (m := ITERATION_NAME.fullmatch(n)))
 
 
@@ -68,7 +79,7 @@ def check_dcp_complete(folder: Path) -> None:
 def latest_iteration(save_path) -> int | None:
     """The iteration a training folder's pointer names, if its checkpoint is complete (has .metadata). The folder is
     a local path or a wan_core.storage.Location (an object store, where every rank wrote its own shards)."""
-    folder = save_path if hasattr(save_path, "fs") else Path(save_path)
+    folder = training_folder(save_path)
     value = read_pointer(folder)
     if value is None:
         return None
@@ -82,10 +93,7 @@ def latest_iteration(save_path) -> int | None:
 def training_iteration(save_path, iteration: str | int | None):
     """The DCP folder of `iteration` (a number, or None / 'latest' for the pointer's) in a training folder: a local
     path (given as a str or Path) or an fsspec URL (a wan_core.storage.Location comes back then)."""
-    if not hasattr(save_path, "fs"):
-        from wan_core.storage import Location, is_url
-
-        save_path = Location(str(save_path)) if is_url(save_path) else Path(save_path)
+    save_path = training_folder(save_path)
     if not save_path.is_dir():
         raise UserError(f"--source {save_path}: no such training output folder")
     if iteration in (None, "latest"):
@@ -114,14 +122,12 @@ class DcpModelReader:
         from torch.distributed.checkpoint import FileSystemReader
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-        self.folder = folder
+        self.folder = training_folder(folder)
         self.reader_cls = FileSystemReader
-        if hasattr(folder, "fs") and folder.local_path() is None:
+        if not isinstance(self.folder, Path):
             from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader  # torch's own fsspec reader
 
             self.reader_cls = FsspecReader
-        elif hasattr(folder, "fs"):
-            self.folder = folder.local_path()
         try:
             metadata = self.reader_cls(str(self.folder)).read_metadata()
         except Exception as exc:
