@@ -16,5 +16,6 @@ mine = {name: dist.get_process_group_ranks(mesh[name].get_group())
 gathered = [None] * world
 dist.all_gather_object(gathered, mine)
 if dist.get_rank() == 0:
-    print(json.dumps(gathered))
+    print(json.dumps(gathered), flush=True)
+dist.barrier()  # no rank leaves while another still talks to it (gloo aborts on a closed peer)
 dist.destroy_process_group()
