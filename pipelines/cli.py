@@ -175,7 +175,7 @@ def _cmd_k8s_train_job(args) -> int:
 def register(sub) -> None:
     from components.k8s.launcher import KINDS
     from components.k8s.manifests import STEPS
-    from wan_core.train.config import CP_ALGO_NAMES
+    from wan_core.parallel.mesh import CP_ALGO_NAMES
 
     p = sub.add_parser("pipeline", help="compile the Kubeflow pipelines, or run the whole DAG locally",
                        epilog="examples:\n  wan22 pipeline run\n  wan22 pipeline compile --output compiled")

@@ -26,11 +26,12 @@ def _without_absent_npus() -> None:
 _without_absent_npus()
 
 
-def load_dit(path, dtype=None, device=None):
-    """Load a `WanDiT` from a diffusers transformer folder or an mm checkpoint folder."""
+def load_dit(path, dtype=None, device=None, shard_mesh=None):
+    """Load a `WanDiT` from a diffusers transformer folder or an mm checkpoint folder (FSDP2-sharded over
+    `shard_mesh` when given)."""
     from wan_core.weights.layouts import load_dit as _load_dit
 
-    return _load_dit(path, dtype=dtype, device=device)
+    return _load_dit(path, dtype=dtype, device=device, shard_mesh=shard_mesh)
 
 
 __all__ = ["load_dit", "__version__"]

@@ -184,7 +184,8 @@ def _cmd_sample(args) -> int:
         if args.images is not None:  # our own images file: its lines are relative to it
             job.image_paths_base = None
         job.seed, job.batch_size, job.nproc, job.save_array = args.seed, args.batch_size, args.nproc, args.save_array
-        job.offload_inactive_expert = job.offload_inactive_expert or args.offload_inactive_expert
+        if args.offload is not None:
+            job.offload = args.offload
     else:
         missing = [f"--{k}" for k in ("model", "prompts", "output") if getattr(args, k) is None]
         if missing:
@@ -193,11 +194,12 @@ def _cmd_sample(args) -> int:
                         negative_prompt=args.negative_prompt, size=tuple(args.size) if args.size else None,
                         steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift, seed=args.seed,
                         batch_size=args.batch_size, dtype=args.dtype, transformer=args.transformer,
-                        transformer_2=args.transformer_2, offload_inactive_expert=args.offload_inactive_expert,
-                        nproc=args.nproc, save_array=args.save_array, compile=args.compile or "auto",
+                        transformer_2=args.transformer_2, offload=args.offload or "auto", nproc=args.nproc, save_array=args.save_array, compile=args.compile or "auto",
                         lora=args.lora, lora_2=args.lora_2,
                         lora_scale=1.0 if args.lora_scale is None else args.lora_scale)
     job.overwrite = args.overwrite
+    job.cp, job.cp_algo, job.ulysses_degree = args.cp, args.cp_algo, args.ulysses_degree
+    job.cfg_parallel, job.shard_weights, job.device_memory_gb = args.cfg_parallel, args.shard_weights, args.device_memory_gb
     out = run_sample(job, progress=_progress(args))
     print(f"wrote samples, samples.json and preview.html to {out}")
     return 0
@@ -232,10 +234,29 @@ def _add_sample_parser(sub) -> None:
     p.add_argument("--lora-scale", type=float_range(0.0), help="multiplies the adapters' alpha/r (default 1)")
     p.add_argument("--transformer", help="replace the (high-noise) transformer: an mm or diffusers checkpoint")
     p.add_argument("--transformer-2", help="replace the low-noise transformer (A14B)")
-    p.add_argument("--offload-inactive-expert", action="store_true",
-                   help="keep only the active A14B expert on the accelerator")
+    p.add_argument("--offload", choices=["auto", "none", "model", "sequential"],
+                   help="where weights wait between uses: none (all on the device), model (one component on the "
+                   "device at a time: text encoder, active expert, VAE), sequential (also the DiT's blocks one at a "
+                   "time); default auto: none when the memory plan says it fits the device, else the least offload "
+                   "that fits. MindSpeed-MM's cpu_offload is model")
+    p.add_argument("--offload-inactive-expert", dest="offload", action="store_const", const="model",
+                   help=argparse.SUPPRESS)  # the flag before --offload: the same as --offload model
     p.add_argument("--nproc", type=int_range(1), default=1,
                    help="processes (one device each); same files as one process")
+    p.add_argument("--cp", type=int_range(1), default=1,
+                   help="processes that make each video together, its sequence split between them (context "
+                   "parallelism; MindSpeed-MM's --context-parallel-size); --nproc / (cp x cfg) groups share the prompts")
+    p.add_argument("--cp-algo", default="ulysses",
+                   help="ulysses | ring | usp (or MindSpeed-MM's ulysses_cp_algo, megatron_cp_algo, hybrid_cp_algo)")
+    p.add_argument("--ulysses-degree", type=int_range(1),
+                   help="usp: Ulysses group size inside each CP group (MindSpeed-MM's --ulysses-degree-in-cp)")
+    p.add_argument("--cfg-parallel", action="store_true",
+                   help="run the conditional and unconditional passes on two processes (doubles the group)")
+    p.add_argument("--shard-weights", action="store_true",
+                   help="FSDP2-shard the DiT and the text encoder over each video's processes (Wan's --dit_fsdp "
+                   "--t5_fsdp): per-device weights divided by the group size")
+    p.add_argument("--device-memory-gb", type=float_range(0.0, inclusive=False),
+                   help="device memory the plan checks against (default: the device's own; none on CPU)")
     p.add_argument("--output", help="output folder")
     p.add_argument("--save-array", action="store_true", help="also write NNNN.npy float32 [T,H,W,3] in [0,1]")
     add_overwrite_arg(p)

@@ -28,12 +28,21 @@ def clean_prompt(text: str) -> str:
 
 
 class TextEncoder:
-    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu"):
+    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu", place=None,
+                 shard_mesh=None):
+        """Encodes on `device`; the weights start on `place` (default `device`; sampling's offload keeps them on
+        the host until they are used); `shard_mesh` FSDP2-shards the encoder's blocks over it."""
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         model_dir = Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer")
-        self.model = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", dtype=dtype).to(device).eval()
+        self.model = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", dtype=dtype).eval()
+        if shard_mesh is not None:
+            from wan_core.parallel.fsdp import shard_for_inference
+
+            shard_for_inference(self.model.to(device), self.model.encoder.block, shard_mesh)
+        else:
+            self.model.to(device if place is None else place)
         self.device = torch.device(device)
 
     @torch.no_grad()
@@ -51,10 +60,12 @@ class TextEncoder:
 
 
 class VideoVAE:
-    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu"):
+    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, device="cpu", place=None):
+        """Runs on `device`; the weights start on `place` (default `device`)."""
         from diffusers import AutoencoderKLWan
 
-        self.model = AutoencoderKLWan.from_pretrained(Path(model_dir) / "vae", torch_dtype=dtype).to(device).eval()
+        self.model = AutoencoderKLWan.from_pretrained(Path(model_dir) / "vae", torch_dtype=dtype).eval()
+        self.model.to(device if place is None else place)
         cfg = self.model.config
         self.z_dim = cfg.z_dim
         self.spatial = cfg.scale_factor_spatial

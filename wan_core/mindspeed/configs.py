@@ -154,7 +154,8 @@ def sampling_fields(path: str) -> dict:
         fps=None if fps is None else max(1, fps // frame_interval),  # MindSpeed-MM saves at fps // frame_interval
         transformer=resolve(predictor), transformer_2=resolve(get_field(cfg, "low_noise_predictor", str, src)),
         seed=get_field(cfg, "seed", int, src, 0), negative_prompt=get_field(cfg, "negative_prompt", str, src),
-        offload_inactive_expert=get_field(cfg, "pipeline_config.cpu_offload", bool, src, False),
+        # MindSpeed-MM's cpu_offload swaps its modules to the host between uses: our "model" offload
+        offload="model" if get_field(cfg, "pipeline_config.cpu_offload", bool, src, False) else "auto",
         boundary_ratio=get_field(cfg, "boundary_ratio", float, src),
         scheduler_overrides=_scheduler_overrides(get_field(cfg, "diffusion", dict, src, {}), src),
         videos_per_prompt=get_field(cfg, "num_inference_videos_per_sample", int, src, 1),

@@ -40,6 +40,13 @@ def all_to_all(x: torch.Tensor, group, out_splits: list[int], in_splits: list[in
     return _AllToAll.apply(x, group, out_splits, in_splits)
 
 
+def all_gather(x: torch.Tensor, group, size: int) -> torch.Tensor:
+    """Every rank's x (same shape on each) concatenated along dim 0 in rank order, through all_to_all_single
+    (the one collective this module relies on; differentiable)."""
+    n = x.shape[0]
+    return all_to_all(x.repeat(size, *[1] * (x.dim() - 1)), group, [n] * size, [n] * size)
+
+
 class ContextParallel:
     def __init__(self, dims, mesh):
         """`mesh`: ParallelDims.build_mesh()'s DeviceMesh, whose "cp", "ulysses" and "ring" views are my groups."""
@@ -68,10 +75,7 @@ class ContextParallel:
 
     def gather(self, x: torch.Tensor, length: int, dim: int = 1) -> torch.Tensor:
         """The whole sequence from every rank's chunk (differentiable), padding dropped."""
-        moved = x.movedim(dim, 0)
-        n = moved.shape[0]
-        full = all_to_all(moved.repeat(self.cp, *[1] * (moved.dim() - 1)), self.cp_group, [n] * self.cp,
-                          [n] * self.cp)
+        full = all_gather(x.movedim(dim, 0), self.cp_group, self.cp)
         return full[:length].movedim(0, dim)
 
     def begin(self, batch: int, length: int, device) -> None:

@@ -27,3 +27,14 @@ def parallelize(model, dims, mesh, dtype: str, activation_checkpointing: bool = 
     if dims.cp > 1:
         model.enable_context_parallel(ContextParallel(dims, mesh))
     return model
+
+
+def shard_for_inference(model, blocks, mesh):
+    """FSDP2 for a frozen model at inference (sampling's --shard-weights, Wan's --dit_fsdp/--t5_fsdp): each block
+    and the root sharded over the 1-D `mesh`; a block's weights are gathered for its forward and freed after."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model

@@ -71,3 +71,12 @@ def run_torchrun(argv: list[str], plan) -> int:
     cmd = torchrun_command(rank_argv(argv), nproc, nnodes, node_rank, endpoint if nnodes > 1 else None)
     print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.call(cmd)
+
+
+def free_port() -> int:
+    """A TCP port free on this host now (for a process group of local workers)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -26,6 +26,7 @@ class ModelFolder:
     two_experts: bool
     vae_spatial: int  # pixels per latent cell (8 Wan2.1 VAE, 16 Wan2.2 VAE)
     patch: int  # DiT spatial patch size
+    num_heads: int  # the DiT's attention heads (Ulysses splits them)
 
     @property
     def variant(self) -> str:
@@ -56,4 +57,5 @@ def read_model_folder(path: str | Path) -> ModelFolder:
     if two and boundary is None:
         raise UserError(f"--model {path}: two transformers but no boundary_ratio in model_index.json")
     return ModelFolder(path, spec, boundary, bool(index.get("expand_timesteps")), two,
-                       int(vae_cfg.get("scale_factor_spatial", 8)), int(transformer_cfg.get("patch_size", [1, 2, 2])[1]))
+                       int(vae_cfg.get("scale_factor_spatial", 8)), int(transformer_cfg.get("patch_size", [1, 2, 2])[1]),
+                       int(transformer_cfg.get("num_attention_heads", 1)))

@@ -34,8 +34,14 @@ class SampleJob:
     dtype: str | None = None
     transformer: str | None = None
     transformer_2: str | None = None
-    offload_inactive_expert: bool = False
+    offload: str = "auto"  # none | model | sequential | auto (the memory plan's choice for the device)
     nproc: int = 1
+    cp: int = 1  # processes per video sharing its sequence (context parallelism)
+    cp_algo: str = "ulysses"
+    ulysses_degree: int | None = None
+    cfg_parallel: bool = False  # the conditional and unconditional passes on two processes
+    shard_weights: bool = False  # FSDP2-shard the DiT and the text encoder over the processes of one video
+    device_memory_gb: float | None = None  # the plan's device memory (default: the device's own)
     save_array: bool = False
     overwrite: bool = False
     fps: int | None = None
@@ -47,6 +53,26 @@ class SampleJob:
     lora: str | None = None  # a LoRA file (diffusers format) for the (high-noise) transformer
     lora_2: str | None = None  # one for the low-noise transformer of A14B
     lora_scale: float = 1.0
+
+    @property
+    def layout(self):
+        from wan_core.sample.parallel import SampleLayout
+
+        return SampleLayout(self.cp, self.cp_algo, self.ulysses_degree, self.cfg_parallel, self.shard_weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleWorker:
+    """One process of a --nproc run: its prompts are group_index, group_index + groups, ...; `group` is its
+    wan_core.sample.parallel.SampleGroup when processes share videos (only the group's first rank writes)."""
+    local_rank: int
+    group_index: int
+    groups: int
+    group: object | None = None
+
+    @property
+    def writes(self) -> bool:
+        return self.group is None or self.group.writes
 
 
 def read_lines(path: str, what: str) -> list[str]:
@@ -91,8 +117,8 @@ def from_mindspeed_config(path: str) -> SampleJob:
     return SampleJob(**sampling_fields(path))
 
 
-def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: bool = True) -> Path:
-    """Sample every prompt of `job` (or, as worker (rank, n), prompts rank, rank+n, ...). Returns the output."""
+def run_sample(job: SampleJob, worker: SampleWorker | None = None, progress: bool = True) -> Path:
+    """Sample every prompt of `job` (or, as a --nproc worker, its share). Returns the output."""
     from wan_core.sample.sampler import SampleSettings, check_size
 
     if worker is None:  # refuse a bad output path before loading anything
@@ -119,6 +145,11 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
     check_size(folder, frames, height, width)
     if job.nproc < 1 or job.batch_size < 1:
         raise UserError("--nproc and --batch-size must be at least 1")
+    layout = job.layout
+    layout.dims(job.nproc, folder.num_heads)  # the layout fits --nproc and the model's heads, before any load
+    if job.cfg_parallel and guidance[0] <= 1.0:
+        raise UserError(f"--cfg-parallel splits the guided passes, but guidance {guidance[0]} <= 1 turns guidance off: "
+                        "drop --cfg-parallel or raise --guidance")
     settings = SampleSettings(frames=frames, height=height, width=width, steps=job.steps or defaults.steps,
                               guidance=guidance[0], guidance_2=guidance[1] if len(guidance) == 2 else None,
                               negative_prompt=WAN_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt,
@@ -132,7 +163,8 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
                "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2,
                "boundary_ratio": folder.boundary_ratio if job.boundary_ratio is None else job.boundary_ratio,
                "scheduler_overrides": job.scheduler_overrides or {}, "videos_per_prompt": job.videos_per_prompt,
-               "compile": job.compile, "lora": job.lora, "lora_2": job.lora_2, "lora_scale": job.lora_scale}
+               "compile": job.compile, "lora": job.lora, "lora_2": job.lora_2, "lora_scale": job.lora_scale,
+               "nproc": job.nproc, "layout": dataclasses.asdict(layout), "offload": job.offload}
 
     title = f"wan22 samples: {folder.variant} {task}"
     if worker is not None:  # a --nproc worker: its share, into the parent's temporary folder
@@ -141,31 +173,32 @@ def run_sample(job: SampleJob, worker: tuple[int, int] | None = None, progress: 
     # the whole set (mp4s, samples.json, preview.html) appears at once or not at all
     with atomic_output_dir(output, "sample", job.overwrite) as tmp:
         if job.nproc > 1:
-            workers = _run_workers(dataclasses.replace(job, output=str(tmp)), len(prompts))
+            groups = _run_workers(dataclasses.replace(job, output=str(tmp)), len(prompts))
         else:
-            workers = 1
-            _sample(job, folder, prompts, images, image_paths, settings, fps, tmp, (0, 1), progress)
-        _merge(tmp, workers, summary, title)
+            groups = 1
+            _sample(job, folder, prompts, images, image_paths, settings, fps, tmp, SampleWorker(0, 0, 1), progress)
+        _merge(tmp, groups, summary, title)
     return output
 
 
-def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Path, worker, progress) -> None:
-    """Sample worker (rank, world)'s prompts (rank, rank + world, ...) into `output`, with the seeds one
-    process would use, and leave their records in .samples-RANK.json for _merge."""
+def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Path, worker: SampleWorker,
+            progress) -> None:
+    """Sample the worker's prompts (group_index, group_index + groups, ...) into `output`, with the seeds one
+    process would use, and leave their records in .samples-GROUP.json for _merge."""
     from tqdm import tqdm
 
+    from wan_core.device import compile_wanted, compute_dtype, default_device
     from wan_core.sample.outputs import gif_data_uri, save_sample
     from wan_core.sample.sampler import SampleRequest, WanSampler, conditioning_size
 
-    rank, world = worker
-    from wan_core.device import compile_wanted, compute_dtype, default_device
-
-    device = default_device(rank)
+    rank, world = worker.group_index, worker.groups
+    device = default_device(worker.local_rank)
     dtype = compute_dtype(job.dtype, device)
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
-                         offload_inactive_expert=job.offload_inactive_expert,
+                         offload="none" if job.offload == "auto" else job.offload,
                          compile_blocks=compile_wanted(job.compile, device), lora=job.lora, lora_2=job.lora_2,
-                         lora_scale=job.lora_scale)
+                         lora_scale=job.lora_scale, group=worker.group)
+    progress = progress and worker.writes
     mine = list(range(rank, len(prompts), world))
     records, previews = [], {}
     bar = tqdm(total=len(mine), desc=f"sampling{'' if world == 1 else f' [{rank}/{world}]'}", unit="video",
@@ -195,6 +228,8 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
 
         videos = sampler(requests, batch_settings, on_step=on_step)
         steps.close()
+        if videos is None:  # not this group's writer
+            continue
         step_time = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
         for i, frames_i in zip(batch, videos):
             files = save_sample(output, i, frames_i, fps, job.save_array)
@@ -203,7 +238,8 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
             previews[i] = gif_data_uri(frames_i)
         bar.update(len(batch))
     bar.close()
-    (output / f".samples-{rank}.json").write_text(json.dumps({"records": records, "previews": previews}))
+    if worker.writes:
+        (output / f".samples-{rank}.json").write_text(json.dumps({"records": records, "previews": previews}))
 
 
 def _merge(output: Path, workers: int, summary: dict, title: str) -> None:
@@ -224,13 +260,22 @@ def _merge(output: Path, workers: int, summary: dict, title: str) -> None:
 
 
 def _run_workers(job: SampleJob, count: int) -> int:
-    """One process per device (at most one per prompt); returns how many ran."""
-    spec = json.dumps(dataclasses.asdict(job))
-    workers = min(job.nproc, count)
+    """The --nproc processes (one device each): groups of cfg x cp processes, at most one group per prompt, each
+    group sampling its share of the prompts. Returns how many groups ran."""
+    from wan_core.parallel.launch import free_port
+
+    layout = job.layout
+    groups = min(job.nproc // layout.group_size, count)
+    workers = groups * layout.group_size
+    spec = json.dumps({**dataclasses.asdict(job), "nproc": workers})
     threads = max(1, (os.cpu_count() or 1) // workers)
+    port = free_port() if layout.needs_process_group else None
     procs = []
     for rank in range(workers):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), WAN22_SAMPLE_THREADS=str(threads))
+        if port is not None:  # torchrun's variables: the workers form one process group
+            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(workers), LOCAL_WORLD_SIZE=str(workers),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, "-m", "wan_core.sample.run", spec, str(rank), str(workers)],
                                       env=env))
     try:
@@ -242,7 +287,27 @@ def _run_workers(job: SampleJob, count: int) -> int:
                 p.wait()
     if failed:
         raise UserError(f"sampling worker(s) {failed} failed; see their messages above")
-    return workers
+    return groups
+
+
+def _worker_main(job: SampleJob, rank: int, world: int) -> None:
+    """One --nproc process: join the group (when the layout needs one), then sample this worker's share."""
+    layout = job.layout
+    if not layout.needs_process_group:
+        run_sample(job, worker=SampleWorker(rank, rank, world), progress=False)
+        return
+    import torch.distributed as dist
+
+    from wan_core.parallel.env import init_distributed
+    from wan_core.sample.parallel import SampleGroup
+
+    init_distributed()
+    try:
+        group = SampleGroup(layout, read_model_folder(job.model).num_heads)
+        run_sample(job, worker=SampleWorker(rank, group.group_index, group.groups, group), progress=False)
+        dist.barrier()  # no rank leaves while another still talks to it
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # a --nproc worker: python -m wan_core.sample.run JOB_JSON RANK WORLD
@@ -255,7 +320,7 @@ if __name__ == "__main__":  # a --nproc worker: python -m wan_core.sample.run JO
     if job_dict.get("size"):
         job_dict["size"] = tuple(job_dict["size"])
     try:
-        run_sample(SampleJob(**job_dict), worker=(int(sys.argv[2]), int(sys.argv[3])), progress=False)
+        _worker_main(SampleJob(**job_dict), int(sys.argv[2]), int(sys.argv[3]))
     except UserError as exc:
         print(one_paragraph(f"error: {exc}"), file=sys.stderr)
         sys.exit(2)

@@ -78,24 +78,36 @@ def check_size(folder: ModelFolder, frames: int, height: int, width: int) -> Non
 
 class WanSampler:
     def __init__(self, model_dir: str | Path, transformer: str | None = None, transformer_2: str | None = None,
-                 dtype: torch.dtype = torch.float32, device="cpu", offload_inactive_expert: bool = False,
+                 dtype: torch.dtype = torch.float32, device="cpu", offload: str = "none",
                  compile_blocks: bool = False, lora: str | None = None, lora_2: str | None = None,
-                 lora_scale: float = 1.0):
+                 lora_scale: float = 1.0, group=None):
+        """`offload`: none | model | sequential (wan_core.sample.offload); `group`: this process's
+        wan_core.sample.parallel.SampleGroup when several processes make each video."""
         from diffusers import UniPCMultistepScheduler
 
         import wan_core
+        from wan_core.sample.offload import Offloader
 
         self.folder = read_model_folder(model_dir)
         self.device = torch.device(device)
         self.dtype = dtype
-        self.offload = offload_inactive_expert and self.device.type != "cpu"
+        self.group = group
+        shard = group.shard_mesh if group is not None else None
+        if shard is not None and offload != "none":
+            raise UserError("--shard-weights and --offload cannot be combined: sharding already divides the weights "
+                            "over the group's devices; choose one")
+        if shard is not None and (lora or lora_2):
+            raise UserError("--shard-weights does not take --lora/--lora-2: merge the LoRA first (wan22 merge-lora) "
+                            "and sample the merged folder with --shard-weights")
+        self.offloader = Offloader(offload, self.device)
+        home = self.offloader.initial
         if transformer_2 and not self.folder.two_experts:
             raise UserError(f"--transformer-2 given, but {self.folder.path} is a one-expert model ({self.folder.variant})")
-        home = "cpu" if self.offload else self.device
-        self.experts = [wan_core.load_dit(transformer or self.folder.path / "transformer", dtype=dtype, device=home).eval()]
+        sources = [transformer or self.folder.path / "transformer"]
         if self.folder.two_experts:
-            self.experts.append(wan_core.load_dit(transformer_2 or self.folder.path / "transformer_2", dtype=dtype,
-                                                  device=home).eval())
+            sources.append(transformer_2 or self.folder.path / "transformer_2")
+        self.experts = [wan_core.load_dit(source, dtype=dtype, device=self.device if shard is not None else home,
+                                          shard_mesh=shard).eval() for source in sources]
         if lora_2 and not self.folder.two_experts:
             raise UserError(f"--lora-2 given, but {self.folder.path} is a one-expert model ({self.folder.variant})")
         for expert, adapter in zip(self.experts, (lora, lora_2)):
@@ -103,15 +115,21 @@ class WanSampler:
                 from wan_core.train.lora import apply_lora, read_lora_file
 
                 apply_lora(expert, *read_lora_file(adapter), scale=lora_scale)
-        for expert in self.experts:  # one copy of each expert, for every batch this sampler runs
+        for i, expert in enumerate(self.experts):  # one copy of each expert, for every batch this sampler runs
             expert.requires_grad_(False)
+            if group is not None and group.context_parallel is not None:
+                expert.enable_context_parallel(group.context_parallel)
             if compile_blocks:
                 expert.compile_blocks()
+            self.offloader.add(f"expert{i}", expert, blocks=expert.blocks)
         if self.experts[0].config.in_channels != self.experts[-1].config.in_channels:
             raise UserError("the two transformers have different input channels; they are not one model's experts")
-        self.text = TextEncoder(self.folder.path, dtype=dtype, device=self.device)
+        self.text = TextEncoder(self.folder.path, dtype=dtype, device=self.device, place=home, shard_mesh=shard)
         # the VAE runs in fp32 like diffusers' pipelines keep it (its dtype is the checkpoint's)
-        self.vae = VideoVAE(self.folder.path, dtype=torch.float32, device=self.device)
+        self.vae = VideoVAE(self.folder.path, dtype=torch.float32, device=self.device, place=home)
+        if shard is None:
+            self.offloader.add("text_encoder", self.text.model)
+        self.offloader.add("vae", self.vae.model)
         self.scheduler_config = UniPCMultistepScheduler.load_config(self.folder.path / "scheduler")
         self._text_cache: dict[str, torch.Tensor] = {}
 
@@ -129,6 +147,8 @@ class WanSampler:
         """Embeddings for prompts, each distinct prompt encoded once per sampler."""
         new = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if new:
+            if self.group is None or self.group.shard_mesh is None:
+                self.offloader.use("text_encoder")
             for p, emb in zip(new, self.text.encode(new, dtype=self.dtype)):
                 self._text_cache[p] = emb
         return torch.stack([self._text_cache[p] for p in prompts])
@@ -160,6 +180,7 @@ class WanSampler:
         processor = VideoProcessor(vae_scale_factor=self.vae.spatial)
         pixels = torch.cat([processor.preprocess(img, height=settings.height, width=settings.width) for img in images])
         pixels = pixels.to(self.device, torch.float32)
+        self.offloader.use("vae")
         if self.folder.expand_timesteps:
             return self.vae.encode(pixels.unsqueeze(2))
         return first_frame_condition(self.vae, pixels, settings.frames)
@@ -172,10 +193,6 @@ class WanSampler:
         g2 = settings.guidance if settings.guidance_2 is None else settings.guidance_2
         return (0, settings.guidance) if high else (1, g2)
 
-    def _place_experts(self, active: int) -> None:
-        if self.offload:
-            for i, expert in enumerate(self.experts):
-                expert.to(self.device if i == active else "cpu")
 
     # -- the loop ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -184,19 +201,25 @@ class WanSampler:
         b = len(requests)
         latents = self.initial_noise([r.seed for r in requests], settings)
         cfg = settings.guidance > 1.0  # as diffusers: guidance on when the first scale is above 1
+        group = self.group
+        split = cfg and group is not None and group.cfg_split  # CFG-parallel: one pass per rank of the pair
         positive = self.text_embeddings([r.prompt for r in requests])
         negative = self.text_embeddings([settings.negative_prompt] * b) if cfg else None
-        batched = cfg and batch_guidance_passes(self.device)
+        if split:  # this rank's pass: the pair's first rank the conditional one, its second the unconditional
+            positive, negative = (positive if group.cfg_rank == 0 else negative), None
+        batched = cfg and not split and batch_guidance_passes(self.device)
         if batched:
             positive, negative = torch.cat([positive, negative]), None
         # text embedding and cross-attention K/V of each expert, once per batch instead of once per step
+        # (sharded or streamed blocks hold their weights only inside their forward, which then computes them)
         prepared: dict[int, tuple] = {}
+        prepare = (group is None or group.shard_mesh is None) and self.offloader.mode != "sequential"
 
         def contexts(index):
             if index not in prepared:
                 expert = self.experts[index]
-                prepared[index] = (expert.prepare_context(positive),
-                                   None if negative is None else expert.prepare_context(negative))
+                prepared[index] = tuple(c if c is None or not prepare else expert.prepare_context(c)
+                                        for c in (positive, negative))
             return prepared[index]
         condition, clean_first = None, False
         has_images = [r.image is not None for r in requests]
@@ -210,7 +233,7 @@ class WanSampler:
         scheduler = self.make_scheduler(settings)
         for step, t in enumerate(scheduler.timesteps):
             index, guidance = self._expert_for(t, settings)
-            self._place_experts(index)
+            self.offloader.use(f"expert{index}")
             if clean_first:  # 5B ti2v: clean first frame, per-token timestep 0 there
                 x, timestep = clean_first_frame(latents, condition, t.expand(b), [True] * b, self.patch)
             elif condition is not None:  # A14B i2v: channel concat
@@ -220,7 +243,9 @@ class WanSampler:
                 x, timestep = latents, t.expand(b)
             x = x.to(self.dtype)
             expert, (pos_ctx, neg_ctx) = self.experts[index], contexts(index)
-            if batched:  # conditional and unconditional passes in one batched forward
+            if split:
+                cond, uncond = group.gather_guidance(expert(x, timestep, pos_ctx))
+            elif batched:  # conditional and unconditional passes in one batched forward
                 cond, uncond = expert(torch.cat([x, x]), torch.cat([timestep, timestep]), pos_ctx).chunk(2)
             else:
                 cond = expert(x, timestep, pos_ctx)
@@ -236,9 +261,14 @@ class WanSampler:
     def decode(self, latents: torch.Tensor, settings: SampleSettings) -> np.ndarray:
         """float32 frames [B, T, H, W, 3] in [0, 1]."""
         self.vae.enable_tiling(max(settings.height, settings.width) > VAE_TILING_MIN_SIDE)
+        self.offloader.use("vae")
         video = self.vae.decode(latents)
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).cpu().numpy()
 
-    def __call__(self, requests: list[SampleRequest], settings: SampleSettings, on_step=None) -> np.ndarray:
+    def __call__(self, requests: list[SampleRequest], settings: SampleSettings, on_step=None) -> np.ndarray | None:
+        """The frames; None on a rank of a group that does not write (its group's first rank decodes)."""
         self.check(settings)
-        return self.decode(self.denoise(requests, settings, on_step), settings)
+        latents = self.denoise(requests, settings, on_step)
+        if self.group is not None and not self.group.writes:
+            return None
+        return self.decode(latents, settings)

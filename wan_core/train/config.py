@@ -19,11 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from wan_core.errors import UserError
 from wan_core.model import variants
+from wan_core.parallel.mesh import CP_ALGOS
 
-CP_ALGO_NAMES = ("ulysses", "ring", "usp")  # the context-parallel algorithms
-# ours and MindSpeed-MM's names for them
-CP_ALGOS = {**{name: name for name in CP_ALGO_NAMES}, "ulysses_cp_algo": "ulysses", "megatron_cp_algo": "ring",
-            "hybrid_cp_algo": "usp"}
 # the attention q/k/v/o projections (self and cross) and both FFN projections of every block, as MindSpeed-MM
 # and DiffSynth-Studio target them
 DEFAULT_TARGETS = ("proj_q", "proj_k", "proj_v", "proj_out", "ffn.0", "ffn.2")

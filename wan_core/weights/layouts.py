@@ -222,8 +222,10 @@ def validate_checkpoint(ckpt: Checkpoint) -> dict[str, str]:
 
 
 # -- loading a model -------------------------------------------------------------------------------
-def load_dit(path, dtype: torch.dtype | None = None, device=None, expert: str | None = None):
-    """A `WanDiT` from any recognised folder; for two-expert folders pick `expert` ('high' / 'low')."""
+def load_dit(path, dtype: torch.dtype | None = None, device=None, expert: str | None = None, shard_mesh=None):
+    """A `WanDiT` from any recognised folder; for two-expert folders pick `expert` ('high' / 'low').
+    `shard_mesh` (a 1-D DeviceMesh): FSDP2-shard the model over it while loading, so a process only ever holds
+    its shard plus one full tensor at a time (sampling's --shard-weights)."""
     from wan_core.model.dit import WanDiT
 
     slots = find_checkpoints(path)
@@ -237,9 +239,31 @@ def load_dit(path, dtype: torch.dtype | None = None, device=None, expert: str | 
     names = validate_checkpoint(ckpt)
     with torch.device("meta"):
         model = WanDiT(ckpt.config)
+    if shard_mesh is not None:
+        return _load_sharded(model, ckpt, {mm: src for src, mm in names.items()}, dtype, device, shard_mesh)
     model.load_state_dict({mm: ckpt.read(src) for src, mm in names.items()}, assign=True, strict=True)
     if dtype is not None:
         model.to_compute_dtype(dtype)
     if device is not None:
         model.to(device)
+    return model
+
+
+def _load_sharded(model, ckpt: Checkpoint, sources: dict[str, str], dtype, device, mesh):
+    """Shard the meta model, allocate only the shards, then fill them one source tensor at a time."""
+    from torch.distributed.tensor import distribute_tensor
+
+    from wan_core.parallel.fsdp import shard_for_inference
+
+    if dtype is not None:
+        model.to_compute_dtype(dtype)  # meta parameters take their final dtypes (some stay fp32)
+    shard_for_inference(model, model.blocks, mesh)
+    model.to_empty(device=device or "cpu")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            full = ckpt.read(sources[name]).to(param.dtype)
+            # every rank reads the same file: each keeps its own slice, no communication
+            param.to_local().copy_(distribute_tensor(full, param.device_mesh, param.placements,
+                                                     src_data_rank=None).to_local())
+            del full
     return model
