@@ -172,8 +172,8 @@ def _add_convert_parser(sub) -> None:
         q.set_defaults(func=_cmd_convert)
 
 
-def _cmd_sample(args) -> int:
-    from wan_core.sample.run import SampleJob, from_mindspeed_config, run_sample
+def _sample_job(args, need=("model", "prompts", "output")):
+    from wan_core.sample.run import SampleJob, from_mindspeed_config
 
     if args.config:
         job = from_mindspeed_config(args.config)
@@ -187,7 +187,7 @@ def _cmd_sample(args) -> int:
         if args.offload is not None:
             job.offload = args.offload
     else:
-        missing = [f"--{k}" for k in ("model", "prompts", "output") if getattr(args, k) is None]
+        missing = [f"--{k}" for k in need if getattr(args, k) is None]
         if missing:
             raise UserError(f"wan22 sample needs {', '.join(missing)} (or --config inference_model.json)")
         job = SampleJob(model=args.model, prompts=args.prompts, output=args.output, images=args.images,
@@ -200,7 +200,13 @@ def _cmd_sample(args) -> int:
     job.overwrite = args.overwrite
     job.cp, job.cp_algo, job.ulysses_degree = args.cp, args.cp_algo, args.ulysses_degree
     job.cfg_parallel, job.shard_weights, job.device_memory_gb = args.cfg_parallel, args.shard_weights, args.device_memory_gb
-    out = run_sample(job, progress=_progress(args))
+    return job
+
+
+def _cmd_sample(args) -> int:
+    from wan_core.sample.run import run_sample
+
+    out = run_sample(_sample_job(args), progress=_progress(args))
     print(f"wrote samples, samples.json and preview.html to {out}")
     return 0
 
@@ -210,6 +216,11 @@ def _add_sample_parser(sub) -> None:
                        description="One NNNN.mp4 per prompt (prompt i uses seed + i), samples.json and "
                        "preview.html; the same frames as diffusers' WanPipeline / WanImageToVideoPipeline for the "
                        "same weights, seed and settings.")
+    _add_sample_args(p)
+    p.set_defaults(func=_cmd_sample)
+
+
+def _add_sample_args(p) -> None:
     p.add_argument("--config", help="MindSpeed-MM inference_model.json (from_pretrained, save_path, input_size, "
                    "low_noise_predictor, prompt/image files); command-line options override it")
     p.add_argument("--model", help="diffusers-format pipeline folder")
@@ -260,7 +271,6 @@ def _add_sample_parser(sub) -> None:
     p.add_argument("--output", help="output folder")
     p.add_argument("--save-array", action="store_true", help="also write NNNN.npy float32 [T,H,W,3] in [0,1]")
     add_overwrite_arg(p)
-    p.set_defaults(func=_cmd_sample)
 
 
 def _cmd_validate_dataset(args) -> int:
@@ -300,12 +310,15 @@ def _cmd_train(args) -> int:
     from wan_core.parallel.launch import launch_plan, run_torchrun
     from wan_core.train.trainer import run_training
 
+    from wan_core.device import default_device
+    from wan_core.parallel.env import process_env
+    from wan_core.train.plan import preflight
+
     cfg = _train_config(args)  # checked before any process starts
     plan = launch_plan(args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
+    if plan is not None or process_env() is None:  # the launching process checks; the ranks it starts do not
+        preflight(cfg, plan[0] * plan[1] if plan else 1, default_device())  # nproc x nnodes
     if plan is not None:
-        from wan_core.train.plan import parallel_layout
-
-        parallel_layout(cfg, world_size=plan[0] * plan[1])  # nproc x nnodes
         # the ranks read the same config file and --set list
         status = run_torchrun(args.argv, plan)
         if status:
@@ -314,6 +327,35 @@ def _cmd_train(args) -> int:
     last = run_training(cfg)
     if is_rank0():  # once, not once per rank
         print(f"training finished at step {last.get('step')}; checkpoints in {cfg.save_path}")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    """Print the memory plan; exit 2 with one paragraph when it does not fit."""
+    from wan_core.device import default_device
+
+    device = None if args.profile else default_device()
+    if args.plan_what == "train":
+        from wan_core.train.plan import preflight
+
+        cfg = _train_config(args)
+        if args.device_memory_gb:
+            cfg = cfg.model_copy(update={"parallel": cfg.parallel.model_copy(update={"device_memory_gb":
+                                                                                      args.device_memory_gb})})
+        plan = preflight(cfg, args.nproc * args.nnodes, device, args.profile)
+    else:
+        from wan_core.sample.model_folder import read_model_folder
+        from wan_core.sample.run import memory_plan
+
+        job = _sample_job(args, need=("model",))
+        folder = read_model_folder(job.model)
+        size = job.size or folder.defaults.size
+        guidance = (job.guidance or [g for g in folder.defaults.guidance if g is not None])[0]
+        job.layout.dims(job.nproc, folder.num_heads)
+        plan, offload = memory_plan(job, folder, size, guidance, device or default_device(), args.profile)
+        print(f"offload: {offload}")
+        plan.check()
+    print(plan.summary())
     return 0
 
 
@@ -425,6 +467,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-rank", type=int_range(0), help="this node's index")
     p.add_argument("--rdzv-endpoint", help="HOST:PORT of node 0 for multi-node runs")
     p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("plan", help="predict peak device memory per process for a training or sampling run, and "
+                       "refuse one that cannot fit (train, sample and the pipelines check the same before launch)")
+    plans = p.add_subparsers(dest="plan_what", required=True, metavar="WHAT")
+    for name, text in (("train", "a training config (the same arguments as wan22 train)"),
+                       ("sample", "a sampling run (the same arguments as wan22 sample; --prompts/--output optional)")):
+        q = plans.add_parser(name, help=text, description=f"The memory plan of {text}.")
+        if name == "train":
+            _add_train_args(q)
+            q.add_argument("--nproc", type=int_range(1), default=1, help="processes per node")
+            q.add_argument("--nnodes", type=int_range(1), default=1, help="nodes")
+            q.add_argument("--device-memory-gb", type=float_range(0.0, inclusive=False),
+                           help="device memory to check against (default: the device's own; none on CPU)")
+        else:
+            _add_sample_args(q)
+        q.add_argument("--profile", choices=["npu", "cuda"], help="check against a deployment profile's device "
+                       "(npu: Ascend 910B 64 GB, cuda: H100 80 GB) instead of this machine's")
+        q.set_defaults(func=_cmd_plan)
     p = sub.add_parser("consolidate", help="DCP training checkpoint -> one mm checkpoint (model weights only)",
                        description="Reads model tensors only (never the optimizer), one at a time; safetensors "
                        "output is streamed, so memory is bounded by the largest tensor. --format mm-pt writes "

@@ -16,7 +16,7 @@ from components.pretrain.curve import read_metrics, training_curve_html
 from wan_core.errors import UserError
 from wan_core.storage import Location
 from wan_core.train.config import TrainConfig, resolve_document
-from wan_core.train.plan import parallel_layout
+from wan_core.train.plan import preflight
 
 CONFIG_NAME = "train.yaml"
 
@@ -35,9 +35,10 @@ def wiring(base_model: str, manifest: str = "", save_path: str = "", load_path: 
 
 
 def planned_config(document: str, overrides: list[str], deployment: Deployment) -> TrainConfig:
-    """The config the run trains with, and its layout checked on deployment.world_size processes."""
+    """The config the run trains with, its layout checked on deployment.world_size processes and its memory plan
+    on the profile's devices."""
     cfg = resolve_document(document, [str(o) for o in overrides])
-    parallel_layout(cfg, deployment.world_size)
+    preflight(cfg, deployment.world_size, profile=deployment.profile)
     return cfg
 
 

@@ -117,6 +117,27 @@ def from_mindspeed_config(path: str) -> SampleJob:
     return SampleJob(**sampling_fields(path))
 
 
+def memory_plan(job: SampleJob, folder, size: tuple[int, int, int], guidance: float, device, profile=None):
+    """(the sampling memory plan, the offload mode it runs with): --offload auto takes the least offloading that
+    fits the device (none with --shard-weights, which offloading does not combine with)."""
+    from wan_core.device import compute_dtype
+    from wan_core.memory import Geometry, choose_offload, device_memory_bytes, plan_sampling
+
+    frames, height, width = size
+    if profile:  # planning for a deployment profile's accelerator from another machine
+        device = torch.device(profile)
+    knobs = dict(frames=frames, height=height, width=width, batch=job.batch_size,
+                 dtype="bf16" if compute_dtype(job.dtype, device) == torch.bfloat16 else "fp32", cp=job.cp,
+                 group=job.layout.group_size, shard=job.shard_weights, cfg=guidance > 1.0, cfg_split=job.cfg_parallel,
+                 accelerator=device.type != "cpu", nproc=job.nproc)
+    device_bytes = device_memory_bytes(job.device_memory_gb, None if profile else device, profile)
+    geometry = Geometry.of_folder(folder.path, folder.variant)
+    offload = job.offload
+    if offload == "auto":
+        offload = "none" if job.shard_weights else choose_offload(geometry, device_bytes, **knobs)
+    return plan_sampling(geometry, offload=offload, device_bytes=device_bytes, **knobs), offload
+
+
 def run_sample(job: SampleJob, worker: SampleWorker | None = None, progress: bool = True) -> Path:
     """Sample every prompt of `job` (or, as a --nproc worker, its share). Returns the output."""
     from wan_core.sample.sampler import SampleSettings, check_size
@@ -157,6 +178,13 @@ def run_sample(job: SampleJob, worker: SampleWorker | None = None, progress: boo
                               scheduler_overrides=dict(job.scheduler_overrides or {}))
     fps = job.fps or defaults.fps
     output = Path(job.output)
+    plan = None
+    if worker is None:  # the launching process checks the memory plan and settles --offload auto for every worker
+        from wan_core.device import default_device
+
+        plan, offload = memory_plan(job, folder, (frames, height, width), guidance[0], default_device(0))
+        plan.check()
+        job = dataclasses.replace(job, offload=offload)
     summary = {"model": str(Path(job.model).absolute()), "variant": folder.variant, "task": task,
                "size": [frames, height, width], "steps": settings.steps, "guidance": guidance,
                "flow_shift": job.flow_shift, "negative_prompt": settings.negative_prompt, "seed": job.seed,
@@ -164,7 +192,8 @@ def run_sample(job: SampleJob, worker: SampleWorker | None = None, progress: boo
                "boundary_ratio": folder.boundary_ratio if job.boundary_ratio is None else job.boundary_ratio,
                "scheduler_overrides": job.scheduler_overrides or {}, "videos_per_prompt": job.videos_per_prompt,
                "compile": job.compile, "lora": job.lora, "lora_2": job.lora_2, "lora_scale": job.lora_scale,
-               "nproc": job.nproc, "layout": dataclasses.asdict(layout), "offload": job.offload}
+               "nproc": job.nproc, "layout": dataclasses.asdict(layout), "offload": job.offload,
+               "memory_plan_gb": None if plan is None else round(plan.peak / 1e9, 3)}
 
     title = f"wan22 samples: {folder.variant} {task}"
     if worker is not None:  # a --nproc worker: its share, into the parent's temporary folder
@@ -195,7 +224,7 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     device = default_device(worker.local_rank)
     dtype = compute_dtype(job.dtype, device)
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
-                         offload="none" if job.offload == "auto" else job.offload,
+                         offload=job.offload,
                          compile_blocks=compile_wanted(job.compile, device), lora=job.lora, lora_2=job.lora_2,
                          lora_scale=job.lora_scale, group=worker.group)
     progress = progress and worker.writes

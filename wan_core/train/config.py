@@ -106,6 +106,8 @@ class ParallelSection(Section):
     cp_algo: str = Field("ulysses", description="ulysses | ring | usp (or MindSpeed-MM's names)")
     ulysses_degree: int | None = Field(None, ge=1, description="usp: Ulysses group size inside each CP group")
     timeout_s: int = Field(600, ge=1, description="collective timeout in seconds")
+    device_memory_gb: float | None = Field(None, gt=0, description="device memory the memory plan checks against "
+                                           "(default: the device's own, or the deployment profile's)")
 
     @field_validator("cp_algo")
     @classmethod

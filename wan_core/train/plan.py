@@ -31,3 +31,14 @@ def model_heads(cfg: TrainConfig) -> int:
 def parallel_layout(cfg: TrainConfig, world_size: int) -> ParallelDims:
     """The run's ParallelDims on `world_size` processes, validated (a UserError names the valid choices)."""
     return ParallelDims.of(cfg.parallel, world_size, model_heads(cfg))
+
+
+def preflight(cfg: TrainConfig, world_size: int, device=None, profile: str | None = None):
+    """Everything checked before a training launches: the layout, then the memory plan against the device's memory
+    (parallel.device_memory_gb, else the visible device's, else the deployment profile's). Returns the plan."""
+    from wan_core.memory import device_memory_bytes, plan_training
+
+    parallel_layout(cfg, world_size)
+    plan = plan_training(cfg, world_size, device_memory_bytes(cfg.parallel.device_memory_gb, device, profile))
+    plan.check()
+    return plan
