@@ -132,7 +132,8 @@ def _cmd_run(args) -> int:
         layout.append(f"parallel.ulysses_degree={args.ulysses_degree}")
     report = run_local(args.workdir, variant=args.variant, nproc=args.nproc, iters=args.iters,
                        overrides=[*layout, *args.set], containers=args.containers, image=args.image,
-                       verbose=args.verbose, overwrite=args.overwrite, pipeline=args.pipeline, storage=args.storage)
+                       verbose=args.verbose, overwrite=args.overwrite, pipeline=args.pipeline, storage=args.storage,
+                       feature_cache=args.feature_cache)
     print(f"pipeline finished; report: {report}")
     return 0
 
@@ -210,6 +211,8 @@ def register(sub) -> None:
                    help="override a training-config key, as in wan22 train (repeatable), e.g. "
                    "--set train.activation_checkpointing=true --set train.grad_accum=2 --set data.num_workers=1")
     r.add_argument("--overwrite", action="store_true", help="replace an earlier run in --workdir")
+    r.add_argument("--feature-cache", action="store_true",
+                   help="wan22-full's feature_cache: encode the dataset once and train from that cache")
     r.add_argument("--storage", metavar="URL", help="keep the run's work folder in object storage (e.g. "
                    "s3://bucket/run; credentials and AWS_ENDPOINT_URL from the environment), as a cluster run on a "
                    "store does; copied back into the run folder for the report")

@@ -4,6 +4,7 @@ high and low experts as two branches) -> consolidate -> export -> sample."""
 from kfp import dsl
 
 from components.batch_sample import batch_sample
+from components.cache_features import cache_features
 from components.consolidate import consolidate
 from components.convert_weights import convert_weights
 from components.export_pipeline import export_pipeline
@@ -33,7 +34,9 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         launcher: str = "trainjob", expert_schedule: str = "parallel", startup_timeout_s: int = 900,
         train_timeout_s: int = 604800, active_deadline_s: int = 0,
         sample_frames: int = 0, sample_height: int = 0, sample_width: int = 0, sample_steps: int = 0,
-        sample_devices: int = 1,
+        sample_devices: int = 1, sample_cp: int = 1, sample_cp_algo: str = "ulysses", sample_ulysses_degree: int = 0,
+        sample_cfg_parallel: bool = False, sample_shard_weights: bool = False, sample_offload: str = "auto",
+        feature_cache: bool = False,
         image: str = d["image"], pvc_name: str = d["pvc_name"], namespace: str = d["namespace"],
         service_account: str = d["service_account"], accelerator_resource: str = d["accelerator_resource"],
         node_selector: dict = d["node_selector"], tolerations: list = d["tolerations"],
@@ -52,7 +55,9 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
             run.place(exported)
             s = batch_sample(model=exported.output, prompts=prompts, images=images, output="samples",
                              workdir=workdir, frames=sample_frames, height=sample_height, width=sample_width,
-                             steps=sample_steps, nproc=sample_devices)
+                             steps=sample_steps, nproc=sample_devices, cp=sample_cp, cp_algo=sample_cp_algo,
+                             ulysses_degree=sample_ulysses_degree, cfg_parallel=sample_cfg_parallel,
+                             shard_weights=sample_shard_weights, offload=sample_offload)
             run.place(s, devices=sample_devices)
 
         with dsl.If(experts == 1, name="one-expert"):
@@ -66,6 +71,11 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         described("Wan2.2 pretraining from raw data to videos.", wan22_full))
 
 
+# the sampling step's layout parameters, which the plan step checks before training starts
+SAMPLE_LAYOUT = ("sample_devices", "sample_cp", "sample_cp_algo", "sample_ulysses_degree", "sample_cfg_parallel",
+                 "sample_shard_weights")
+
+
 class TrainingRun:
     """The steps every training pipeline shares, from the pipeline's run parameters `p`: the plan, the dataset
     manifest and the base in the mm layout (made once), and one pretrain task per expert."""
@@ -73,6 +83,7 @@ class TrainingRun:
     def __init__(self, deployment: Deployment, task_image, p: dict):
         self.deployment, self.image, self.p = deployment, task_image, p
         self.valid = self.base_mm = None
+        self.features = ""
 
     def place(self, task, devices=None, submits_job: bool = False):
         """The deployment on a task; with `devices`, also the accelerator request and the run's placement."""
@@ -88,12 +99,28 @@ class TrainingRun:
         p = self.p
         plan = self.place(plan_training(train_config=p["train_config"], train_set=p["train_set"],
                                         base_model=p["base_model"], data_txt=p["data_txt"], nnodes=p["nnodes"],
-                                        devices_per_node=p["devices_per_node"], workdir=p["workdir"]))
+                                        devices_per_node=p["devices_per_node"], workdir=p["workdir"],
+                                        **{k: p[k] for k in SAMPLE_LAYOUT if k in p}))
         self.valid = self.place(validate_dataset(data_txt=p["data_txt"], manifest_out="manifest.json",
                                                  workdir=p["workdir"]).after(plan))
         self.base_mm = self.place(convert_weights(source=p["base_model"], target="base-mm",
                                                   workdir=p["workdir"]).after(plan))
+        if "feature_cache" in p:  # the dataset encoded once, on one accelerator, when the run asks for it
+            self.features = self.feature_cache()
         return plan.outputs["Output"]
+
+    def feature_cache(self):
+        p = self.p
+
+        def cache(enabled: bool):
+            return cache_features(enabled=enabled, train_config=p["train_config"], train_set=p["train_set"],
+                                  base_model=p["base_model"], manifest=self.valid.outputs["Output"],
+                                  target="features", workdir=p["workdir"])
+        with dsl.If(p["feature_cache"] == True, name="cache-features"):  # noqa: E712 (a pipeline condition)
+            on = self.place(cache(True).set_display_name("cache features"), devices=1)
+        with dsl.Else(name="train-from-clips"):
+            off = self.place(cache(False).set_display_name("no feature cache"))
+        return dsl.OneOf(on.output, off.output)
 
     def experts(self, trained):
         """The A14B pair's two results, `trained(expert, after)` each (a task): at the same time (twice the nodes),
@@ -125,7 +152,7 @@ class TrainingRun:
                 ascend_runtime=self.deployment.ascend_runtime,
                 supplemental_groups=list(self.deployment.supplemental_groups), arch=self.deployment.arch,
                 startup_timeout_s=p["startup_timeout_s"], train_timeout_s=p["train_timeout_s"],
-                active_deadline_s=p["active_deadline_s"])
+                active_deadline_s=p["active_deadline_s"], features=self.features)
             return task.after(after) if after is not None else task
 
         with dsl.If(p["launcher"] == "local", name=f"train-here-{name}"):

@@ -27,8 +27,10 @@ def local_document(pipeline: str, variant: str, iters: int) -> str:
 
 def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int = 2, iters: int = 6,
               overrides: list[str] | None = None, containers: bool = False, image: str | None = None,
-              verbose: bool = False, overwrite: bool = False, pipeline: str = "full", storage: str | None = None) -> Path:
+              verbose: bool = False, overwrite: bool = False, pipeline: str = "full", storage: str | None = None,
+              feature_cache: bool = False) -> Path:
     """`overrides`: `--set a.b=c` items on top of the local training config (parallel.cp, ... among them).
+    `feature_cache`: wan22-full encodes the dataset once and trains from that cache.
     `storage`: an fsspec URL (s3://bucket/prefix) for the run's work folder instead of RUN_DIR/work, as a cluster run
     on object storage has it; it is copied back into RUN_DIR/work afterwards for the report."""
     from kfp import local
@@ -43,6 +45,9 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
 
     if pipeline not in ("full", "lora"):
         raise UserError(f"--pipeline must be full or lora, got {pipeline!r}")
+    if feature_cache and (pipeline != "full" or storage):
+        raise UserError("--feature-cache is a wan22-full run parameter on a volume work folder (not with --pipeline "
+                        "lora or --storage)")
     if iters < 1 or nproc < 1:
         raise UserError(f"--iters {iters}, --nproc {nproc}: each must be at least 1")
     document, overrides = local_document(pipeline, variant, iters), list(overrides or [])
@@ -105,11 +110,14 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         local.init(runner=runner, pipeline_root=str(run_dir))
         try:
             build = {"full": full.build, "lora": lora.build}[pipeline]
+            # wan22-full samples each video on 2 processes sharing its sequence (context parallelism)
+            sample_layout = ({"sample_devices": 2, "sample_cp": 2, "feature_cache": feature_cache}
+                             if pipeline == "full" else {})
             build(deployment, image_parameter=False)(
                 base_model=str(base), data_txt=str(data / "data.txt"), workdir=work,
                 prompts=str(prompts), images=images, train_config=document, train_set=overrides, nnodes=1,
                 devices_per_node=nproc, launcher="local", sample_frames=5, sample_height=SIZE, sample_width=SIZE,
-                sample_steps=4)
+                sample_steps=4, **sample_layout)
         except RuntimeError:
             if console.step_failed() is None:
                 raise
@@ -122,8 +130,10 @@ def run_local(workdir: str | None = None, variant: str = "ti2v-5b", nproc: int =
         store = Location(work)
         store.fs.get(store.path + "/", str(run_dir / "work") + "/", recursive=True)
     settings = {"pipeline": f"wan22-{pipeline}", "variant": variant, "steps ran": how,
-                "training": f"{iters} steps, {nproc} processes, {layout}", "clip size": f"9 frames of {SIZE}×{SIZE}",
-                "sampling": f"5 frames of {SIZE}×{SIZE}, 4 steps", "tiny": True}
+                "training": f"{iters} steps, {nproc} processes, {layout}"
+                            + (", from a feature cache" if feature_cache else ""), "clip size": f"9 frames of {SIZE}×{SIZE}",
+                "sampling": f"5 frames of {SIZE}×{SIZE}, 4 steps" + (", each video on 2 processes (--cp 2)"
+                                                                    if pipeline == "full" else ""), "tiny": True}
     return write_run_report(run_dir, settings, console.timings, time.time() - started)
 
 

@@ -48,12 +48,23 @@ DESCRIPTIONS = {
     "node_selector": "Node selector of accelerator tasks and training pods, a JSON object of label: value.",
     "tolerations": "Tolerations of accelerator tasks and training pods, a JSON list of Kubernetes tolerations.",
     "volcano_queue": "Volcano queue of the training job (launcher volcano, or any job under Volcano).",
+    "feature_cache": "Encode the validated dataset once (VAE latents, text embeddings) and train from that cache "
+                     "instead of running the encoders on every step (a volume work folder only).",
     # sampling
     "sample_frames": "Frames of each sampled video (4n+1); 0 for the variant's default.",
     "sample_height": "Height of sampled videos in pixels; 0 for the variant's default.",
     "sample_width": "Width of sampled videos in pixels; 0 for the variant's default.",
     "sample_steps": "Denoising steps per video; 0 for the variant's default (50 for 5B, 40 for A14B).",
-    "sample_devices": "Sampling worker processes, one accelerator each; prompts are split across them.",
+    "sample_devices": "Sampling processes, one accelerator each, in groups of sample_cp (x 2 with "
+                      "sample_cfg_parallel) that each make one video; prompts are split across the groups.",
+    "sample_cp": "Processes sharing each sampled video's sequence (context parallelism, wan22 sample --cp).",
+    "sample_cp_algo": "Context-parallel algorithm for sampling: ulysses, ring or usp (or MindSpeed-MM's names).",
+    "sample_ulysses_degree": "usp: Ulysses group size inside each sampling CP group; 0 when not usp.",
+    "sample_cfg_parallel": "Run the conditional and unconditional passes of each video on two processes.",
+    "sample_shard_weights": "FSDP2-shard the DiT and text encoder over each video's processes (needs sample_cp > 1 "
+                            "or sample_cfg_parallel).",
+    "sample_offload": "Where sampling weights wait between uses: none, model, sequential, or auto (the memory "
+                      "plan's least offload that fits the device).",
     "lora_scale": "Multiplies each adapter's alpha / r when merging and sampling (1.0 = as trained; >= 0).",
     # wan22-sample
     "model": "Diffusers-format Wan2.2 pipeline folder to sample from.",
@@ -64,7 +75,15 @@ DESCRIPTIONS = {
     "steps": "Denoising steps; 0 for the variant's default.",
     "guidance": "Guidance scale(s), space-separated: 'G' or 'G_high G_low' for A14B; empty for the variant's.",
     "seed": "Seed of the first prompt; prompt i uses seed + i (integer >= 0).",
-    "devices": "Sampling worker processes, one accelerator each.",
+    "devices": "Sampling processes, one accelerator each, in groups of cp (x 2 with cfg_parallel) that each make one "
+               "video; prompts are split across the groups.",
+    "cp": "Processes sharing each video's sequence (context parallelism, wan22 sample --cp).",
+    "cp_algo": "Context-parallel algorithm: ulysses, ring or usp (or MindSpeed-MM's names).",
+    "ulysses_degree": "usp: Ulysses group size inside each CP group; 0 when not usp.",
+    "cfg_parallel": "Run the conditional and unconditional passes of each video on two processes.",
+    "shard_weights": "FSDP2-shard the DiT and text encoder over each video's processes (needs cp > 1 or cfg_parallel).",
+    "offload": "Where weights wait between uses: none, model, sequential, or auto (the memory plan's least offload "
+               "that fits the device).",
     # wan22-convert
     "source": "Checkpoint to convert: a diffusers or official Wan folder (hf-to-mm), or an mm folder (mm-to-hf).",
     "target": "Output folder of the conversion.",

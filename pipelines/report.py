@@ -24,9 +24,9 @@ code{background:#f3f3f3;padding:0 3px}
 # kfp.local's task names, per report section (A14B adds -2, -3, ... to the names of its second branch)
 SECTIONS = {
     "wan22-full": [("plan-training", "1. Check the training config"), ("validate-dataset", "2. Validate the dataset"),
-                   ("convert-weights", "3. Convert the base weights"), ("pretrain", "4. Train"),
-                   ("consolidate", "5. Consolidate the checkpoints"), ("export-pipeline", "6. Export a diffusers pipeline"),
-                   ("batch-sample", "7. Sample videos")],
+                   ("convert-weights", "3. Convert the base weights"), ("cache-features", "4. Cache the features"),
+                   ("pretrain", "5. Train"), ("consolidate", "6. Consolidate the checkpoints"),
+                   ("export-pipeline", "7. Export a diffusers pipeline"), ("batch-sample", "8. Sample videos")],
     "wan22-lora": [("plan-training", "1. Check the training config"), ("validate-dataset", "2. Validate the dataset"),
                    ("convert-weights", "3. Convert the base weights"), ("pretrain", "4. Train LoRA adapters"),
                    ("export-lora", "5. Export the LoRA file(s)"), ("merge-lora", "6. Merge into a pipeline"),
@@ -177,6 +177,19 @@ def _comparison(work: Path, link) -> str:
     return f"<p>{link(page, 'side by side')}</p>{figures}"
 
 
+def _features(work: Path, link) -> str:
+    """Whether training read a feature cache, and what it holds."""
+    import json
+
+    meta = work / "features" / "features.json"
+    if not meta.is_file():
+        return "<p>off (run parameter feature_cache): training encoded each clip as it read it</p>"
+    info = json.loads(meta.read_text())
+    return (f"<p>{info.get('entries')} clips encoded once ({_e(info.get('variant'))}, {info.get('num_frames')} frames of "
+            f"{info.get('height')}×{info.get('width')}); every training task read {link(meta.parent, 'features/')} "
+            "instead of running the encoders</p>")
+
+
 def _media(video: Path, link, caption_html: str) -> str:
     """A clip as a playing video (or a GIF where the browser cannot play its codec) with a caption and its link."""
     media = (f"<video src='{link.href(video)}' autoplay loop muted playsinline controls></video>"
@@ -184,7 +197,8 @@ def _media(video: Path, link, caption_html: str) -> str:
     return f"<figure>{media}<figcaption>{caption_html} · {link(video, video.name)}</figcaption></figure>"
 
 
-SECTION_BODIES = {"plan-training": _plan, "validate-dataset": _validation, "convert-weights": _conversion, "pretrain": _training,
+SECTION_BODIES = {"plan-training": _plan, "validate-dataset": _validation, "convert-weights": _conversion,
+                  "cache-features": _features, "pretrain": _training,
                   "consolidate": _consolidation, "export-pipeline": _export, "batch-sample": _samples,
                   "export-lora": _lora_files, "merge-lora": _merged, "compare-lora": _comparison}
 

@@ -12,11 +12,14 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
 
     def wan22_sample(model: str, prompts: str, output: str, images: str = "", frames: int = 0, height: int = 0,
                      width: int = 0, steps: int = 0, guidance: str = "", seed: int = 0, devices: int = 1,
-                     image: str = d["image"], pvc_name: str = d["pvc_name"],
+                     cp: int = 1, cp_algo: str = "ulysses", ulysses_degree: int = 0, cfg_parallel: bool = False,
+                     shard_weights: bool = False, offload: str = "auto", image: str = d["image"], pvc_name: str = d["pvc_name"],
                      accelerator_resource: str = d["accelerator_resource"], node_selector: dict = d["node_selector"],
                      tolerations: list = d["tolerations"]):
         s = batch_sample(model=model, prompts=prompts, output=output, images=images, frames=frames, height=height,
-                         width=width, steps=steps, guidance=guidance, seed=seed, nproc=devices)
+                         width=width, steps=steps, guidance=guidance, seed=seed, nproc=devices, cp=cp, cp_algo=cp_algo,
+                         ulysses_degree=ulysses_degree, cfg_parallel=cfg_parallel, shard_weights=shard_weights,
+                         offload=offload)
         profiles.apply(s, deployment, pvc_name, image if image_parameter else deployment.image, devices=devices,
                        node_selector=node_selector, tolerations=tolerations, accelerator_resource=accelerator_resource)
 

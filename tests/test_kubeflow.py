@@ -26,13 +26,20 @@ def test_ir_structure(compiled):
     spec = next(yaml.safe_load_all((compiled / "wan22-full.yaml").read_text()))
     root = spec["root"]["dag"]["tasks"]
     # the training config is validated first; nothing else starts before it passes
-    assert {"plan-training", "validate-dataset", "convert-weights", "condition-branches-1"} == set(root)
+    assert {"plan-training", "validate-dataset", "convert-weights", "condition-branches-1",
+            "condition-branches-4"} == set(root)
     assert "dependentTasks" not in root["plan-training"]
     assert root["validate-dataset"]["dependentTasks"] == root["convert-weights"]["dependentTasks"] == ["plan-training"]
-    assert set(root["condition-branches-1"]["dependentTasks"]) == {"convert-weights", "validate-dataset",
-                                                                   "plan-training"}
     comps = spec["components"]
-    branches = comps["comp-condition-branches-1"]["dag"]["tasks"]
+    # the feature cache (run parameter feature_cache) encodes the validated dataset; training waits for it
+    cache = comps["comp-condition-branches-1"]["dag"]["tasks"]
+    assert sorted(t["triggerPolicy"]["condition"] for t in cache.values()) == [
+        "!(inputs.parameter_values['pipelinechannel--feature_cache'] == true)",
+        "inputs.parameter_values['pipelinechannel--feature_cache'] == true"]
+    assert root["condition-branches-1"]["dependentTasks"] == ["validate-dataset"]
+    assert set(root["condition-branches-4"]["dependentTasks"]) == {"convert-weights", "validate-dataset",
+                                                                   "plan-training", "condition-branches-1"}
+    branches = comps["comp-condition-branches-4"]["dag"]["tasks"]
     conditions = sorted(t["triggerPolicy"]["condition"] for t in branches.values())
     # the branch is picked by the plan's count of experts (the registry's answer), not by a variant name
     assert conditions == ["!(int(inputs.parameter_values['pipelinechannel--plan-training-Output']) == 1)",
@@ -60,7 +67,9 @@ def test_ir_structure(compiled):
         assert tasks[second].get("dependentTasks", []) == ([consolidates[0]] if tasks is sequential else [])
     params = spec["root"]["inputDefinitions"]["parameters"]
     for p in ("train_config", "train_set", "data_txt", "base_model", "nnodes", "devices_per_node", "pvc_name",
-              "node_selector", "tolerations", "accelerator_resource", "image", "sample_devices"):
+              "node_selector", "tolerations", "accelerator_resource", "image", "sample_devices", "sample_cp",
+              "sample_cp_algo", "sample_ulysses_degree", "sample_cfg_parallel", "sample_shard_weights",
+              "sample_offload", "feature_cache"):
         assert p in params, p
     assert params["accelerator_resource"]["defaultValue"] == "huawei.com/Ascend910"
     execs = spec["deploymentSpec"]["executors"]
@@ -193,7 +202,8 @@ def test_ascend_env_check_finds_what_set_env_adds(tmp_path):
 
 
 LAYOUTS = {"ti2v-5b": ["--nproc", "2", "--cp", "2"],  # what make demo runs: FSDP2 + Ulysses CP=2
-           "t2v-a14b": ["--nproc", "2", "--cp", "2", "--cp-algo", "ring"]}  # Ring (USP: tests/test_deployment.py)
+           # Ring (USP: tests/test_deployment.py); both experts train from one feature cache
+           "t2v-a14b": ["--nproc", "2", "--cp", "2", "--cp-algo", "ring", "--feature-cache"]}
 
 
 @pytest.fixture(scope="module", params=["ti2v-5b", "t2v-a14b"])
@@ -217,6 +227,7 @@ def test_local_pipeline_run(local_run):
         metrics = [json.loads(x) for x in (work / name / "metrics.jsonl").read_text().splitlines()]
         assert [m["step"] for m in metrics] == [1, 2, 3, 4]
         config = json.loads((work / name / "config.resolved.json").read_text())
+        assert (config["data"]["features"] == str(work / "features")) == (variant == "t2v-a14b")
         if variant == "ti2v-5b":
             assert config["parallel"]["cp"] == 2 and config["parallel"]["cp_algo"] == "ulysses"
         else:
@@ -227,7 +238,8 @@ def test_local_pipeline_run(local_run):
     # quiet by default: a line per step start and end, the steps' own progress, nothing from kfp's executor
     lines = stdout.splitlines()
     assert len(lines) <= 150 and not any("executor" in x.lower() or "\x1b[" in x for x in lines), lines[:20]
-    assert sum(": done in " in x for x in lines) == 5 + 2 * len(experts)  # plan, validate, convert, export, sample
+    # plan, validate, convert, cache features (on or off), export, sample
+    assert sum(": done in " in x for x in lines) == 6 + 2 * len(experts)
 
 
 def check_report(run_dir, variant, experts):
@@ -247,10 +259,11 @@ def check_report(run_dir, variant, experts):
 
     parsed = Collect()
     parsed.feed(page)
-    sections = ["Check the training config", "Validate the dataset", "Convert the base weights", "Train",
-                "Consolidate the checkpoints", "Export a diffusers pipeline", "Sample videos"]
+    sections = ["Check the training config", "Validate the dataset", "Convert the base weights", "Cache the features",
+                "Train", "Consolidate the checkpoints", "Export a diffusers pipeline", "Sample videos"]
     positions = [page.index(f"{i}. {s}") for i, s in enumerate(sections, 1)]
-    assert positions == sorted(positions) and page.count("class='time'") == 7
+    assert positions == sorted(positions) and page.count("class='time'") == 8
+    assert ("clips encoded once" in page) == (variant == "t2v-a14b")  # its run trains from the feature cache
     assert page.count("/train.yaml</a>") == experts
     assert f"wan22-full · {variant}" in page and "Tiny random weights" in page and "<style>" in page
     assert page.count("training step</text>") == experts and page.count(">loss</text>") == experts

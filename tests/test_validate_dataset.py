@@ -161,3 +161,30 @@ def test_demo_dataset_is_valid(tmp_path):
     r = run("--data-txt", str(ds / "data.txt"), "--manifest-out", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "m.json").read_text())) == 2
+
+
+def test_workers_give_the_same_report_in_entry_order(corpus, monkeypatch):
+    """A process pool probes the videos; verdicts, their order, the manifest and the thumbnails are those of one
+    process (duplicates included: the first valid one wins in entry order)."""
+    import concurrent.futures
+
+    import numpy as np
+
+    from wan_core.data import manifest
+
+    root, _, _ = corpus
+    serial, serial_thumbs = manifest.validate_dataset(root / "data.txt", workers=1)
+    pools = []
+
+    class CountedPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountedPool)
+    monkeypatch.setattr(manifest, "POOL_MIN_ITEMS", 2)
+    pooled, pooled_thumbs = manifest.validate_dataset(root / "data.txt", workers=2)
+    assert pools and pools[0][0] == 2  # the pool really ran, with 2 processes
+    assert pooled == serial and any(r.reason is None for r in serial) and any(r.reason for r in serial)
+    assert [n for n, _ in pooled_thumbs] == [n for n, _ in serial_thumbs]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(pooled_thumbs, serial_thumbs))

@@ -274,9 +274,9 @@ def _add_sample_args(p) -> None:
 
 
 def _cmd_validate_dataset(args) -> int:
-    from wan_core.data.manifest import validate_dataset, write_manifest, write_report
+    from wan_core.data.manifest import default_workers, validate_dataset, write_manifest, write_report
     try:
-        results, thumbnails = validate_dataset(args.data_txt)
+        results, thumbnails = validate_dataset(args.data_txt, workers=args.workers or default_workers())
     except UserError as exc:  # data.txt itself unreadable: exit 2 (1 means some entries are invalid)
         print(one_paragraph(f"error: {exc}"), file=sys.stderr)
         return 2
@@ -523,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", help="folder for report.md, report.html and thumbnails/")
     p.add_argument("--manifest-out", help="JSON file listing the valid entries (what training reads)")
     p.add_argument("--allow-invalid", action="store_true", help="exit 0 even when some entries are invalid")
+    p.add_argument("--workers", type=int_range(0), default=0,
+                   help="processes probing the videos (default 0: one per CPU this process may use); the report is "
+                   "the same, in entry order, whatever the number")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_validate_dataset)
     _add_sample_parser(sub)

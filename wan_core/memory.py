@@ -12,8 +12,9 @@ A plan adds up what one process holds at its busiest moment:
   for the text keys and values; tests/test_memory_plan.py recounts it at other shapes), times the layers, or one block input per layer plus one block when checkpointing; at inference
   the live set of the FFN, the largest moment of a block (d (3 C + 2 F) + 16 C bytes), checked against measured
   peaks in benchmarks/memory_plan.py; tokens are the sequence divided by the CP degree;
-- sampling phases: encoding (text encoder), denoising (DiT), decoding (VAE, tiled above 512 pixels); the peak is
-  the largest phase given what the offload mode leaves resident.
+- sampling phases: encoding (text encoder), denoising (DiT), decoding (VAE, tiled above 512 pixels, its working
+  memory per pixel and channel measured on the CPU); the peak is the largest phase given what the offload mode
+  leaves resident.
 A run is refused when the peak passes 92% of the device (the runtime, the allocator's fragmentation and the
 collectives' buffers take the rest), with the numbers and the cheapest change that would fit.
 """
@@ -36,7 +37,10 @@ TEXT_TOKENS = 512
 TEXT_ENCODER_PARAMS = 5.68e9  # UMT5-XXL encoder
 VAE_PARAMS = {"wan2.1": 127e6, "wan2.2": 705e6}
 VAE_TILE = 256  # pixels: diffusers' tile_sample_min_height/width
-VAE_WIDEST = 4  # the decoder's widest stage: base_dim x 4 channels (Wan2.1's 96 -> 384)
+# the VAE decoder's working memory per pixel of a (tile of a) frame and per channel of its base width, in bytes:
+# measured on this CPU (benchmarks/memory_plan.py: 140 fp32 values for Wan2.1's VAE, 66 for Wan2.2's, which decodes
+# at half resolution and unpatchifies); it does not grow with the frame count (the decoder works a chunk at a time)
+VAE_DECODE_BYTES = {"wan2.1": 140 * 4, "wan2.2": 66 * 4}
 
 
 def train_activation_bytes(dim: int, ffn: int, dtype_bytes: int, tokens: int) -> float:
@@ -94,7 +98,7 @@ class Geometry:
     text_params: float
     vae_params: float
     variant: object  # wan_core.model.variants.Variant
-    vae_base_dim: int = 96
+    vae_base_dim: int = 96  # the VAE decoder's base width (decoder_base_dim, else base_dim)
 
     @property
     def dit_params(self) -> int:
@@ -113,7 +117,7 @@ class Geometry:
         block = sum(math.prod(s) for k, s in shapes.items() if k.startswith("blocks.0."))
         root = sum(math.prod(s) for k, s in shapes.items() if not k.startswith("blocks."))
         return cls(config.dim, config.ffn_dim, config.num_layers, block, root, len(variant.experts), text_params,
-                   vae_params, variant, vae_base_dim or (160 if variant.vae == "wan2.2" else 96))
+                   vae_params, variant, vae_base_dim or (256 if variant.vae == "wan2.2" else 96))
 
     @classmethod
     def of_variant(cls, name: str) -> "Geometry":
@@ -142,7 +146,8 @@ class Geometry:
             raise UserError(f"memory plan: cannot read the model at {folder} ({exc}); a diffusers pipeline folder "
                             "is needed") from None
         try:
-            base_dim = int(json.loads((folder / "vae" / "config.json").read_text()).get("base_dim", 0)) or None
+            vae_config = json.loads((folder / "vae" / "config.json").read_text())
+            base_dim = int(vae_config.get("decoder_base_dim") or vae_config.get("base_dim") or 0) or None
         except (OSError, ValueError, TypeError):
             base_dim = None
         return cls.of_config(config, variant, safetensors_params(folder / "text_encoder") or TEXT_ENCODER_PARAMS,
@@ -231,10 +236,11 @@ def plan_training(cfg, world: int, device_bytes: float | None, geometry: Geometr
 
 
 # -- sampling -------------------------------------------------------------------------------------------
-def sample_parts(g: Geometry, *, tokens: int, height: int, width: int, batch: int, dtype: str, cp: int, group: int,
+def sample_parts(g: Geometry, *, frames: int, height: int, width: int, batch: int, dtype: str, cp: int, group: int,
                  shard: bool, offload: str, cfg: bool, cfg_split: bool, accelerator: bool) -> dict:
     """Bytes at the largest of the three phases (encode, denoise, decode), by what they are."""
     d = DTYPE_BYTES[dtype]
+    tokens = g.tokens(frames, height, width)
     div = group if shard else 1
     expert = g.dit_params * d / div
     text, vae = g.text_params * d / div, g.vae_params * 4
@@ -243,7 +249,7 @@ def sample_parts(g: Geometry, *, tokens: int, height: int, width: int, batch: in
     contexts = g.experts * (2 if cfg else 1) * batch * g.layers * 2 * TEXT_TOKENS * g.dim * d  # prepared K/V
     tiled = max(height, width) > 512
     tile_area = VAE_TILE * VAE_TILE if tiled else height * width
-    decode_ws = batch * 3 * 4 * tile_area * g.vae_base_dim * VAE_WIDEST * 4  # 3 live fp32 maps of 4 frames
+    decode_ws = batch * (VAE_DECODE_BYTES[g.variant.vae] * tile_area * g.vae_base_dim + frames * height * width * 3 * 4)
     if offload == "none":
         resident = {"dit": g.experts * expert, "text encoder": text, "vae": vae}
         phases = [dict(resident), {**resident, "activations": live, "contexts": contexts},
@@ -261,7 +267,7 @@ def plan_sampling(g: Geometry, *, frames: int, height: int, width: int, batch: i
                   group: int = 1, shard: bool = False, offload: str = "none", cfg: bool = True,
                   cfg_split: bool = False, accelerator: bool = True, device_bytes: float | None = None,
                   nproc: int = 1) -> MemoryPlan:
-    knobs = dict(tokens=g.tokens(frames, height, width), height=height, width=width, batch=batch, dtype=dtype, cp=cp,
+    knobs = dict(frames=frames, height=height, width=width, batch=batch, dtype=dtype, cp=cp,
                  group=group, shard=shard, offload=offload, cfg=cfg, cfg_split=cfg_split, accelerator=accelerator)
     plan = MemoryPlan("sample", sample_parts(g, **knobs), device_bytes)
     if plan.fits:

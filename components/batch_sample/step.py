@@ -7,7 +7,10 @@ from typing import Callable
 
 
 def sample_step(model: str, prompts: str, output: str, images: str, size: tuple[int, int, int], steps: int,
-                guidance: str, seed: int, nproc: int, preview_html: Path, log_metric: Callable[[str, float], None]) -> str:
+                guidance: str, seed: int, nproc: int, preview_html: Path, log_metric: Callable[[str, float], None],
+                layout: dict | None = None) -> str:
+    """`layout`: SampleJob's cp, cp_algo, ulysses_degree, cfg_parallel, shard_weights and offload (validated there,
+    before any weight loads)."""
     import shutil
     import tempfile
 
@@ -20,7 +23,7 @@ def sample_step(model: str, prompts: str, output: str, images: str, size: tuple[
         job = SampleJob(model=str(local_model), prompts=prompts, output=str(local_out), images=images or None,
                         size=tuple(size) if all(size) else None, steps=steps or None,
                         guidance=[float(g) for g in guidance.split()] if guidance else None, seed=seed, nproc=nproc,
-                        overwrite=True)  # a retried step replaces its own earlier samples
+                        overwrite=True, **(layout or {}))  # a retried step replaces its own earlier samples
         out = run_sample(job, progress=False)
         preview_html.write_text((out / "preview.html").read_text())
         index = json.loads((out / "samples.json").read_text())

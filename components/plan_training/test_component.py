@@ -34,3 +34,12 @@ def test_plan_refuses_a_layout_the_deployment_cannot_hold(tmp_path, tiny_checkpo
         plan_training.python_func(train_set=["parallel.cp=4"], resolved=artifact("a.md"), **common)
     assert plan_training.python_func(train_set=["parallel.cp=4", "parallel.cp_algo=ring"], resolved=artifact("b.md"),
                                      **common) == 2
+
+
+def test_plan_refuses_a_sampling_layout_before_training(tmp_path, tiny_checkpoints, demo_dataset, artifact):
+    common = dict(train_config=DOCUMENT, train_set=[], base_model=str(tiny_checkpoints["t2v-a14b"]),
+                  data_txt=str(demo_dataset / "data.txt"), nnodes=1, devices_per_node=1, workdir=str(tmp_path))
+    with pytest.raises(UserError, match="--cp=2 must divide the number of processes 3"):
+        plan_training.python_func(resolved=artifact("a.md"), sample_devices=3, sample_cp=2, **common)
+    assert plan_training.python_func(resolved=artifact("b.md"), sample_devices=4, sample_cp=2,
+                                     sample_cfg_parallel=True, **common) == 2

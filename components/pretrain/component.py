@@ -12,13 +12,13 @@ def pretrain(train_config: str, train_set: list, base_model: str, manifest: str,
              node_selector: dict = {}, tolerations: list = [], accelerator_resource: str = "",
              devices_per_node: int = 1, nnodes: int = 1, volcano_queue: str = "", ascend_runtime: bool = True,
              supplemental_groups: list = [], arch: str = "", startup_timeout_s: int = 900,
-             train_timeout_s: int = 604800, active_deadline_s: int = 0) -> str:
+             train_timeout_s: int = 604800, active_deadline_s: int = 0, features: str = "") -> str:
     """Train one DiT (or LoRA adapters on it, when the config has train.lora) from the run's training config
     (`train_config`, a document or its path, plus the `train_set` overrides) with this task's wiring on top:
     here with torchrun on `devices_per_node` processes (launcher "local"), or as a TrainJob / PyTorchJob /
     Volcano Job placed by the deployment fields, watched with the start-up and overall timeouts (seconds). The
-    layout is checked on nnodes x devices_per_node processes before anything starts. Returns the save_path holding
-    the DCP checkpoints."""
+    layout is checked on nnodes x devices_per_node processes before anything starts. `features`: a cache_features
+    folder to train from instead of the manifest's clips. Returns the save_path holding the DCP checkpoints."""
     import os
     import pathlib
 
@@ -34,7 +34,7 @@ def pretrain(train_config: str, train_set: list, base_model: str, manifest: str,
                             nnodes=nnodes, volcano_queue=volcano_queue, ascend_runtime=ascend_runtime,
                             supplemental_groups=tuple(supplemental_groups), arch=arch)
     load_path = os.path.join(load_path, load_subdir) if load_path and load_subdir else load_path
-    overrides = [*train_set, *wiring(base_model, manifest, under(workdir, save_path), load_path, expert)]
+    overrides = [*train_set, *wiring(base_model, manifest, under(workdir, save_path), load_path, expert, features)]
     limits = JobLimits(startup_timeout_s, train_timeout_s, active_deadline_s)
     return pretrain_step(train_config, overrides, deployment, launcher, run_id, pathlib.Path(curve.path),
                          metrics.log_metric, limits)

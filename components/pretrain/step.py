@@ -21,11 +21,15 @@ from wan_core.train.plan import preflight
 CONFIG_NAME = "train.yaml"
 
 
-def wiring(base_model: str, manifest: str = "", save_path: str = "", load_path: str = "", expert: str = "") -> list[str]:
-    """The overrides a pipeline adds to the user's: where the base, the data and the checkpoints are, and which
-    expert this task trains. They come after the user's, so the pipeline's paths win."""
+def wiring(base_model: str, manifest: str = "", save_path: str = "", load_path: str = "", expert: str = "",
+           features: str = "") -> list[str]:
+    """The overrides a pipeline adds to the user's: where the base, the data (the manifest, or the feature cache
+    made from it) and the checkpoints are, and which expert this task trains. They come after the user's, so the
+    pipeline's paths win."""
     out = [f"model.from_pretrained={base_model}", f"model.expert={expert or 'null'}"]
-    if manifest:
+    if features:
+        out += ["data.data_txt=null", "data.manifest=null", f"data.features={features}"]
+    elif manifest:
         out += ["data.data_txt=null", "data.features=null", f"data.manifest={manifest}"]
     if save_path:
         out.append(f"save_path={save_path}")
@@ -74,17 +78,22 @@ def pretrain_step(document: str, overrides: list[str], deployment: Deployment, l
     return cfg.save_path
 
 
-def plan_step(document: str, overrides: list[str], base_model: str, data_txt: str, workdir: str,
-              deployment: Deployment, report_md: Path) -> int:
-    """The first step that sees the training config: validate it, with the pipeline's wiring, for every expert
-    the run will train, and its layout on the deployment, before any data is read or weights converted.
-    Writes the resolved config(s) as the step's Markdown artifact; returns the number of experts (1 or 2)."""
+def trained_experts(document: str, overrides: list[str]) -> list[str]:
+    """The experts a run of this config trains: ["high", "low"] for A14B, [""] (the one DiT) for 5B."""
     from wan_core.model import variants
     from wan_core.train.config import apply_overrides, document_mapping
 
     raw = apply_overrides(document_mapping(document), [str(o) for o in overrides])
     spec = variants.get(str((raw.get("model") or {}).get("variant")), "train_config model.variant")
-    experts = list(spec.experts) if spec.two_experts else [""]
+    return list(spec.experts) if spec.two_experts else [""]
+
+
+def plan_step(document: str, overrides: list[str], base_model: str, data_txt: str, workdir: str,
+              deployment: Deployment, report_md: Path, sample_layout: dict | None = None) -> int:
+    """The first step that sees the training config: validate it, with the pipeline's wiring, for every expert
+    the run will train, and its layout on the deployment, before any data is read or weights converted.
+    Writes the resolved config(s) as the step's Markdown artifact; returns the number of experts (1 or 2)."""
+    experts = trained_experts(document, overrides)
     sections = []
     for expert in experts:
         save = f"{workdir.rstrip('/')}/train-{expert or 'dit'}"
@@ -92,5 +101,12 @@ def plan_step(document: str, overrides: list[str], base_model: str, data_txt: st
                                         "data.manifest=null", "data.features=null", f"data.data_txt={data_txt}"],
                              deployment)
         sections.append(f"### {expert or 'the DiT'}\n\n```yaml\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}```\n")
+    if sample_layout:  # the sampling step's layout on its devices, long before it runs
+        from wan_core.sample.parallel import SampleLayout
+        from wan_core.train.plan import model_heads
+
+        layout = dict(sample_layout)
+        devices = layout.pop("devices")
+        SampleLayout(**layout).dims(devices, model_heads(cfg))
     report_md.write_text(f"## Training config ({deployment.world_size} processes)\n\n" + "\n".join(sections))
     return len(experts)

@@ -12,8 +12,9 @@ from wan_core.errors import UserError
 
 def validate_dataset_step(data_txt: str, manifest_out: str, report_md: Path, report_html: Path,
                           log_metric: Callable[[str, float], None], allow_invalid: bool = False) -> str:
-    from wan_core.data.manifest import validate_dataset, write_manifest, write_report
-    results, thumbnails = validate_dataset(data_txt)
+    from wan_core.data.manifest import default_workers, validate_dataset, write_manifest, write_report
+
+    results, thumbnails = validate_dataset(data_txt, workers=default_workers())  # the pod's CPUs
     valid = [r.entry for r in results if r.reason is None]
     from wan_core.storage import Location
 

@@ -21,6 +21,7 @@ from wan_core.errors import UserError
 FPS_TOLERANCE = 0.01
 FRAMES_TOLERANCE, FRAMES_SLACK = 0.05, 2
 MAX_THUMBNAILS = 6
+POOL_MIN_ITEMS = 16  # fewer videos than this are probed in the calling process
 
 
 @dataclasses.dataclass
@@ -157,31 +158,47 @@ def _compare(entry: dict, found: tuple[int, float, int, int]) -> str | None:
     return None
 
 
-def validate_dataset(data_txt: str | Path) -> tuple[list[EntryResult], list]:
-    """Every entry of every dataset with its verdict, plus thumbnails [(name, frame)] of a few valid ones."""
-    results: list[EntryResult] = []
-    thumbnails = []
-    seen: set[Path] = set()
+def _probe(path: Path):
+    """A pool worker's probe: the stream facts and the reason, not the frame (frames stay out of the pipe)."""
+    found, reason, _ = probe_and_sample(path)
+    return found, reason
+
+
+def default_workers() -> int:
+    """The CPUs this process may use (a pod's CPU set, not the node's count)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def validate_dataset(data_txt: str | Path, workers: int = 1) -> tuple[list[EntryResult], list]:
+    """Every entry of every dataset with its verdict, plus thumbnails [(name, frame)] of a few valid ones.
+    `workers` processes probe the videos (the costly part); the verdicts are the same and in the same order
+    as with one, decided in entry order afterwards."""
+    pending: list = []  # one per entry: a finished EntryResult, or (name, index, rel, entry, target) to probe
     for folder, data_json, line in read_data_txt(data_txt):
         if folder is None:
-            results.append(EntryResult(f"data.txt line {line}", None, None,
+            pending.append(EntryResult(f"data.txt line {line}", None, None,
                                        "malformed line (expected `folder,data.json`)"))
             continue
         name = str(folder)
         if not folder.is_dir():
-            results.append(EntryResult(name, None, None, f"dataset folder {folder} does not exist"))
+            pending.append(EntryResult(name, None, None, f"dataset folder {folder} does not exist"))
             continue
         try:
             entries = json.loads(_read_text(data_json, str(data_json)))
         except FileNotFoundError:
-            results.append(EntryResult(name, None, str(data_json), f"{data_json} does not exist"))
+            pending.append(EntryResult(name, None, str(data_json), f"{data_json} does not exist"))
             continue
         except (OSError, ValueError) as exc:
             what = "cannot be read" if isinstance(exc, OSError) else "is not valid JSON"
-            results.append(EntryResult(name, None, str(data_json), f"{data_json} {what} ({_reason(exc)})"))
+            pending.append(EntryResult(name, None, str(data_json), f"{data_json} {what} ({_reason(exc)})"))
             continue
         if not isinstance(entries, list):
-            results.append(EntryResult(name, None, str(data_json),
+            pending.append(EntryResult(name, None, str(data_json),
                                        f"{data_json} must hold a JSON list of entries, not {type(entries).__name__}"))
             continue
         for i, entry in enumerate(entries):
@@ -190,26 +207,47 @@ def validate_dataset(data_txt: str | Path) -> tuple[list[EntryResult], list]:
             target = None
             if reason is None:
                 target, reason = resolve_inside(folder, rel)
-            if reason is None and target in seen:
-                reason = "duplicate of an earlier entry (same file)"
             if reason is None and not target.is_file():
                 reason = "file does not exist" if not target.exists() else "not a regular file"
-            found = first = None
-            if reason is None:
-                found, reason, first = probe_and_sample(target)
-            if reason is None:
-                reason = _compare(entry, found)
-            if reason is not None:
-                results.append(EntryResult(name, i, rel, reason))
-                continue
-            seen.add(target)
-            clean = {"path": str(target), "cap": entry["cap"], "num_frames": entry["num_frames"], "fps": entry["fps"],
-                     "resolution": {"height": entry["resolution"]["height"], "width": entry["resolution"]["width"]},
-                     "dataset": name}
-            results.append(EntryResult(name, i, rel, None, clean))
-            if len(thumbnails) < MAX_THUMBNAILS:
-                thumbnails.append((f"{Path(rel).stem}-{len(thumbnails)}", first))
+            pending.append(EntryResult(name, i, rel, reason) if reason else (name, i, rel, entry, target))
+    targets = list(dict.fromkeys(p[4] for p in pending if isinstance(p, tuple)))
+    probes = dict(zip(targets, _map(_probe, targets, workers)))
+    results: list[EntryResult] = []
+    seen: set[Path] = set()
+    for item in pending:
+        if isinstance(item, EntryResult):
+            results.append(item)
+            continue
+        name, i, rel, entry, target = item
+        if target in seen:
+            results.append(EntryResult(name, i, rel, "duplicate of an earlier entry (same file)"))
+            continue
+        found, reason = probes[target]
+        reason = reason or _compare(entry, found)
+        if reason is not None:
+            results.append(EntryResult(name, i, rel, reason))
+            continue
+        seen.add(target)
+        clean = {"path": str(target), "cap": entry["cap"], "num_frames": entry["num_frames"], "fps": entry["fps"],
+                 "resolution": {"height": entry["resolution"]["height"], "width": entry["resolution"]["width"]},
+                 "dataset": name}
+        results.append(EntryResult(name, i, rel, None, clean))
+    thumbnails = []
+    for r in [r for r in results if r.reason is None][:MAX_THUMBNAILS]:
+        thumbnails.append((f"{Path(r.path).stem}-{len(thumbnails)}", probe_and_sample(Path(r.entry["path"]))[2]))
     return results, thumbnails
+
+
+def _map(fn, items: list, workers: int) -> list:
+    """fn over items in order, in `workers` processes when there is enough to share."""
+    if workers <= 1 or len(items) < POOL_MIN_ITEMS:  # starting processes costs more than a few probes
+        return [fn(x) for x in items]
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    # spawn: the pool's children must not inherit a parent's threads (torch, decoders) mid-state
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, items, chunksize=max(1, min(64, len(items) // (4 * workers)))))
 
 
 def manifest_hash(entries: list[dict]) -> str:
