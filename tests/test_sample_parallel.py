@@ -111,3 +111,20 @@ def test_offload_flag_maps_to_model_and_refuses_sharding(tiny_checkpoints):
     assert args.offload == "model"
     with pytest.raises(UserError, match="--shard-weights and --offload cannot be combined"):
         WanSampler(tiny_checkpoints["ti2v-5b"], offload="model", group=type("G", (), {"shard_mesh": object()})())
+
+
+def test_mindspeed_inference_sh_cp_flags_are_accepted(tiny_checkpoints, tmp_path):
+    """MindSpeed-MM's inference.sh passes --context-parallel-size CP --context-parallel-algo ulysses_cp_algo; the same
+    words (read from its script) make a --cp group here, with the one-process frames."""
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).parents[2] / "shared/mindspeed-mm-wan2.2-configs/5B/t2v/inference.sh").read_text()
+    algo = re.search(r"--context-parallel-algo (\S+)", script).group(1)
+    assert algo == "ulysses_cp_algo" and "--context-parallel-size ${CP}" in script
+    reference = sample_cli(tiny_checkpoints["ti2v-5b"], tmp_path, "one", False, 32)
+    frames = sample_cli(tiny_checkpoints["ti2v-5b"], tmp_path, "ms", False, 32, "--nproc", "2",
+                        "--context-parallel-size", "2", "--context-parallel-algo", algo)
+    assert np.abs(frames - reference).max() <= 1e-4
+    summary = json.loads((tmp_path / "ms" / "samples.json").read_text())["settings"]
+    assert summary["layout"]["cp"] == 2 and summary["layout"]["cp_algo"] == "ulysses"

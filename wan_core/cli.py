@@ -254,12 +254,12 @@ def _add_sample_args(p) -> None:
                    help=argparse.SUPPRESS)  # the flag before --offload: the same as --offload model
     p.add_argument("--nproc", type=int_range(1), default=1,
                    help="processes (one device each); same files as one process")
-    p.add_argument("--cp", type=int_range(1), default=1,
+    p.add_argument("--cp", "--context-parallel-size", dest="cp", type=int_range(1), default=1,
                    help="processes that make each video together, its sequence split between them (context "
                    "parallelism; MindSpeed-MM's --context-parallel-size); --nproc / (cp x cfg) groups share the prompts")
-    p.add_argument("--cp-algo", default="ulysses",
+    p.add_argument("--cp-algo", "--context-parallel-algo", dest="cp_algo", default="ulysses",
                    help="ulysses | ring | usp (or MindSpeed-MM's ulysses_cp_algo, megatron_cp_algo, hybrid_cp_algo)")
-    p.add_argument("--ulysses-degree", type=int_range(1),
+    p.add_argument("--ulysses-degree", "--ulysses-degree-in-cp", dest="ulysses_degree", type=int_range(1),
                    help="usp: Ulysses group size inside each CP group (MindSpeed-MM's --ulysses-degree-in-cp)")
     p.add_argument("--cfg-parallel", action="store_true",
                    help="run the conditional and unconditional passes on two processes (doubles the group)")
