@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import time
@@ -81,6 +82,29 @@ def row(what, impl, seconds, gib, flops, peak, ref_seconds=None):
     ratio = f"{seconds / ref_seconds:.2f}" if ref_seconds else ""
     mem = f"{gib:.1f}" if gib is not None else "n/a"
     print(f"| {what} | {impl} | {seconds:.3f} | {mem} | {mfu} | {ratio} |", flush=True)
+    return gib
+
+
+def plan_rows(cfg, tokens: int, dtype_bytes: int, measured: dict) -> None:
+    """The memory plan's prediction for this benchmark's own setups (weights in the compute dtype, no optimizer:
+    forward = weights + the inference live set; train step with checkpointing = weights + gradients + one block
+    input per layer + one block's saved activations), next to the allocator's measured peak."""
+    from wan_core.memory import inference_activation_bytes, train_activation_bytes
+
+    from wan_core.model.dit import parameter_shapes
+
+    params = sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
+    weights = params * dtype_bytes
+    predicted = {
+        "forward": weights + tokens * inference_activation_bytes(cfg.dim, cfg.ffn_dim, dtype_bytes),
+        "train step": 2 * weights + cfg.num_layers * tokens * cfg.dim * dtype_bytes
+        + train_activation_bytes(cfg.dim, cfg.ffn_dim, dtype_bytes, tokens)}
+    for what, value in predicted.items():
+        got = measured.get(what)
+        ratio = f"{value / 2**30 / got:.2f}" if got else "n/a (no allocator on CPU)"
+        shown = "n/a" if got is None else f"{got:.1f}"
+        print(f"| memory plan: {what} | predicted {value / 2**30:.2f} GiB | | {shown} | | predicted / measured {ratio} |",
+              flush=True)
 
 
 def build_pair(geo: dict, dtype, device):
@@ -129,7 +153,8 @@ def bench_stack(label, geo, in_ch, dtype, device, peak, args, compile_ours):
         row(f"{label} forward", "diffusers", results["diffusers"], peak_gib(device), fwd_flops, peak)
         reset_peak(device)
         s = timed(lambda: ours(x, t, ctx), device, warm, iters)
-        row(f"{label} forward", "ours", s, peak_gib(device), fwd_flops, peak, results["diffusers"])
+        measured = {"forward": row(f"{label} forward", "ours", s, peak_gib(device), fwd_flops, peak,
+                                   results["diffusers"])}
     # a training step with activation checkpointing: the same loss on both
     for model in (ref, ours):
         model.train().requires_grad_(True)
@@ -145,7 +170,8 @@ def bench_stack(label, geo, in_ch, dtype, device, peak, args, compile_ours):
     row(f"{label} train step", "diffusers", d, peak_gib(device), 3 * fwd_flops, peak)
     reset_peak(device)
     s = timed(lambda: step(ours, lambda: ours(x, t, ctx)), device, warm, iters)
-    row(f"{label} train step", "ours", s, peak_gib(device), 3 * fwd_flops, peak, d)
+    measured["train step"] = row(f"{label} train step", "ours", s, peak_gib(device), 3 * fwd_flops, peak, d)
+    plan_rows(cfg, tokens, 4 if dtype == torch.float32 else 2, measured)
     if compile_ours:
         ours.compile_blocks()
         reset_peak(device)

@@ -3,7 +3,7 @@ process with `--shard-weights` against one process, each process on one thread s
 device (this machine has 2 cores).
 
 Step time: `wan22 sample` on a T2V-A14B-family folder whose transformers are dim 256 / 4 heads / 4 layers (as
-benchmarks/sample.py), at three sizes (the mid one is the goal's), CFG on, `mean_step_time_s` of samples.json;
+benchmarks/sample.py), at two sizes (the mid one is the goal's), CFG on, `mean_step_time_s` of samples.json;
 one process with OMP_NUM_THREADS=1 against `--nproc 2 --cp 2` (one thread each), Ulysses and Ring.
 Memory: a folder whose transformers are dim 1536 / 12 heads / 16 layers (2.4 GB fp32 each, so weights dominate),
 a short video; the largest RSS any process of the run reached (getrusage of the waited-for descendants), one
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-SIZES = {"small": (17, 256, 256), "mid": (33, 384, 384), "large": (49, 512, 512)}  # tokens 1280, 5184, 13312
+SIZES = {"small": (17, 256, 256), "mid": (33, 384, 384)}  # tokens 1280, 5184
 STEP_GEOMETRY = dict(num_attention_heads=4, attention_head_dim=64, ffn_dim=1024, num_layers=4)
 MEMORY_GEOMETRY = dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=6144, num_layers=16)
 

@@ -5,7 +5,7 @@ A 33-frame 1280x720 H.264 clip is written once and hard-linked under N names (a 
 file: the container, the stream and one decoded frame); each setting runs `wan22 validate-dataset` in a fresh
 process, best of two.
 
-    python benchmarks/validate_dataset.py [--clips 1500]
+    python benchmarks/validate_dataset.py [--clips 6000]
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def run(data_txt: Path, workers: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--clips", type=int, default=1500)
+    parser.add_argument("--clips", type=int, default=6000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data_txt = make_dataset(Path(tmp) / "ds", args.clips)

@@ -13,3 +13,17 @@ def under(workdir: str, path: str) -> str:
     if not workdir or "://" in path or path.startswith("/"):
         return path
     return workdir.rstrip("/") + "/" + path
+
+
+def lazy_component(package: str, name: str):
+    """The `__getattr__` of a step package whose body code (step.py) is kfp-free: `package.name`, the component,
+    is imported from package.component, with kfp, only when asked for (a step's body imports its package inside
+    the container, where only the body runs)."""
+    def __getattr__(attr):
+        if attr == name:
+            import importlib
+
+            return getattr(importlib.import_module(f"{package}.component"), name)
+        raise AttributeError(f"module {package!r} has no attribute {attr!r}")
+
+    return __getattr__

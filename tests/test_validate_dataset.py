@@ -184,7 +184,7 @@ def test_workers_give_the_same_report_in_entry_order(corpus, monkeypatch):
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountedPool)
     monkeypatch.setattr(manifest, "POOL_MIN_ITEMS", 2)
     pooled, pooled_thumbs = manifest.validate_dataset(root / "data.txt", workers=2)
-    assert pools and pools[0][0] == 2  # the pool really ran, with 2 processes
+    assert pools and pools[0][0] == 1  # the pool really ran: 1 process beside this one
     assert pooled == serial and any(r.reason is None for r in serial) and any(r.reason for r in serial)
     assert [n for n, _ in pooled_thumbs] == [n for n, _ in serial_thumbs]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(pooled_thumbs, serial_thumbs))

@@ -249,7 +249,10 @@ def sample_parts(g: Geometry, *, frames: int, height: int, width: int, batch: in
     contexts = g.experts * (2 if cfg else 1) * batch * g.layers * 2 * TEXT_TOKENS * g.dim * d  # prepared K/V
     tiled = max(height, width) > 512
     tile_area = VAE_TILE * VAE_TILE if tiled else height * width
-    decode_ws = batch * (VAE_DECODE_BYTES[g.variant.vae] * tile_area * g.vae_base_dim + frames * height * width * 3 * 4)
+    # the decoded video lives 4 times at the end: the decoder's chunks, their concatenation, and the two
+    # temporaries of the conversion to [0, 1]
+    video = frames * height * width * 3 * 4
+    decode_ws = batch * (VAE_DECODE_BYTES[g.variant.vae] * tile_area * g.vae_base_dim + 4 * video)
     if offload == "none":
         resident = {"dit": g.experts * expert, "text encoder": text, "vae": vae}
         phases = [dict(resident), {**resident, "activations": live, "contexts": contexts},

@@ -1,13 +1,6 @@
 """The batch_sample component (component.py) and the kfp-free code its body runs (step.py): the body imports this
 package inside the step, so the component is loaded, with kfp, only when asked for."""
+from components import lazy_component
 
-
-def __getattr__(name):
-    if name == "batch_sample":
-        from components.batch_sample.component import batch_sample
-
-        return batch_sample
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_component(__name__, "batch_sample")
 __all__ = ["batch_sample"]

@@ -124,6 +124,9 @@ def probe_and_sample(path: Path) -> tuple[tuple[int, float, int, int] | None, st
             if not container.streams.video:
                 return None, "no video stream", None
             stream = container.streams.video[0]
+            # one frame is decoded: FFmpeg's decoding threads would cost more to start than they save, and would
+            # take the cores the --workers processes are for
+            stream.codec_context.thread_count = 1
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
             frames = stream.frames
@@ -239,15 +242,24 @@ def validate_dataset(data_txt: str | Path, workers: int = 1) -> tuple[list[Entry
 
 
 def _map(fn, items: list, workers: int) -> list:
-    """fn over items in order, in `workers` processes when there is enough to share."""
+    """fn over items in order, on `workers` processes when there is enough to share: this process takes every
+    workers-th item itself while a pool of workers - 1 processes takes the rest."""
     if workers <= 1 or len(items) < POOL_MIN_ITEMS:  # starting processes costs more than a few probes
         return [fn(x) for x in items]
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
+    mine = set(range(0, len(items), workers))
+    theirs = [i for i in range(len(items)) if i not in mine]
+    results: list = [None] * len(items)
     # spawn: the pool's children must not inherit a parent's threads (torch, decoders) mid-state
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(fn, items, chunksize=max(1, min(64, len(items) // (4 * workers)))))
+    with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = pool.map(fn, [items[i] for i in theirs], chunksize=max(1, min(16, len(theirs) // (8 * workers))))
+        for i in sorted(mine):
+            results[i] = fn(items[i])
+        for i, result in zip(theirs, pending):
+            results[i] = result
+    return results
 
 
 def manifest_hash(entries: list[dict]) -> str:

@@ -291,9 +291,11 @@ def _merge(output: Path, workers: int, summary: dict, title: str) -> None:
 def _run_workers(job: SampleJob, count: int) -> int:
     """The --nproc processes (one device each): groups of cfg x cp processes, at most one group per prompt, each
     group sampling its share of the prompts. Returns how many groups ran."""
+    from wan_core.device import accelerator_type
     from wan_core.parallel.launch import free_port
 
     layout = job.layout
+    on_cpu = accelerator_type() == "cpu"
     groups = min(job.nproc // layout.group_size, count)
     workers = groups * layout.group_size
     spec = json.dumps({**dataclasses.asdict(job), "nproc": workers})
@@ -302,6 +304,10 @@ def _run_workers(job: SampleJob, count: int) -> int:
     procs = []
     for rank in range(workers):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), WAN22_SAMPLE_THREADS=str(threads))
+        if layout.shard_weights and on_cpu:
+            # each block's gathered weights are freed after its forward; glibc's adaptive mmap threshold would keep
+            # them in the heap (the process grows by a model's worth): a fixed threshold gives them back at once
+            env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
         if port is not None:  # torchrun's variables: the workers form one process group
             env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(workers), LOCAL_WORLD_SIZE=str(workers),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
