@@ -115,7 +115,8 @@ class TrainingRun:
         def cache(enabled: bool):
             return cache_features(enabled=enabled, train_config=p["train_config"], train_set=p["train_set"],
                                   base_model=p["base_model"], manifest=self.valid.outputs["Output"],
-                                  target="features", workdir=p["workdir"])
+                                  target="features", workdir=p["workdir"],
+                                  accelerator_resource=p["accelerator_resource"] if enabled else "")
         with dsl.If(p["feature_cache"] == True, name="cache-features"):  # noqa: E712 (a pipeline condition)
             on = self.place(cache(True).set_display_name("cache features"), devices=1)
         with dsl.Else(name="train-from-clips"):

@@ -93,7 +93,7 @@ def param(ref, inputs):
     return ref["runtimeValue"]["constant"]
 
 
-HEAVY_WHEN_LOCAL = ("pretrain", "batch-sample", "compare-lora")
+HEAVY_WHEN_LOCAL = ("pretrain", "batch-sample", "compare-lora", "cache-features")
 
 
 def pipeline_names():
@@ -140,7 +140,7 @@ def test_settings_reach_every_task(compiled, name, override):
             assert param(pod["nodeSelector"]["nodeSelectorJson"], scope) == selector, task
             assert [param(t["tolerationJson"], scope) for t in pod["tolerations"]] == [deployment.tolerations]
             if deployment.accelerator_resource:
-                count = (1 if task.startswith("compare") else
+                count = (1 if task.startswith(("compare", "cache-features")) else
                          inputs["pipelinechannel--devices" if name == "wan22-sample" else
                                 "pipelinechannel--sample_devices" if task.startswith("batch") else
                                 "pipelinechannel--devices_per_node"])
@@ -273,7 +273,8 @@ def test_usp_runs_from_the_pipeline(tmp_path, monkeypatch, artifact, tiny_checkp
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps([r.entry for r in validate_dataset(demo_dataset / "data.txt")[0]]))
     args = component_args(comp, inputs)
-    args.update(manifest=str(manifest), load_path="", workdir=str(tmp_path / "work"), run_id="run-usp")
+    # outputs of earlier tasks: the manifest, no base conversion, no feature cache (feature_cache is off)
+    args.update(manifest=str(manifest), load_path="", workdir=str(tmp_path / "work"), run_id="run-usp", features="")
     metrics = artifact("m")
     save = pretrain.python_func(**args, curve=artifact("c.html"), metrics=metrics)
     resolved = json.loads((Path(save) / "config.resolved.json").read_text())["parallel"]
