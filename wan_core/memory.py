@@ -9,7 +9,8 @@ A plan adds up what one process holds at its busiest moment:
   and FSDP's gathered copies of the blocks being computed (two: the current one and the one prefetched);
 - activations per token and block: what autograd keeps in training, counted with saved_tensors_hooks over
   `WanBlock` (C x (9.5 d + 54) + 2 F d bytes per token, d = compute dtype bytes, and 3 x 512 x C x d per sample
-  for the text keys and values; tests/test_memory_plan.py recounts it at other shapes), times the layers, or one block input per layer plus one block when checkpointing; at inference
+  for the text keys and values; tests/test_memory_plan.py recounts it at other shapes), and with online encoding
+  the VAE encoder's work on the micro-batch's clips (per pixel and base channel, measured on the CPU);, times the layers, or one block input per layer plus one block when checkpointing; at inference
   the live set of the FFN, the largest moment of a block (d (3 C + 2 F) + 16 C bytes), checked against measured
   peaks in benchmarks/memory_plan.py; tokens are the sequence divided by the CP degree;
 - sampling phases: encoding (text encoder), denoising (DiT), decoding (VAE, tiled above 512 pixels, its working
@@ -41,6 +42,9 @@ VAE_TILE = 256  # pixels: diffusers' tile_sample_min_height/width
 # measured on this CPU (benchmarks/memory_plan.py: 140 fp32 values for Wan2.1's VAE, 66 for Wan2.2's, which decodes
 # at half resolution and unpatchifies); it does not grow with the frame count (the decoder works a chunk at a time)
 VAE_DECODE_BYTES = {"wan2.1": 140 * 4, "wan2.2": 66 * 4}
+# the encoder's, per pixel of a whole (untiled) training clip's frame and per channel of its base width (the same
+# measurement): training encodes clips online unless it reads a feature cache
+VAE_ENCODE_BYTES = {"wan2.1": 545, "wan2.2": 210}
 
 
 def train_activation_bytes(dim: int, ffn: int, dtype_bytes: int, tokens: int) -> float:
@@ -99,6 +103,7 @@ class Geometry:
     vae_params: float
     variant: object  # wan_core.model.variants.Variant
     vae_base_dim: int = 96  # the VAE decoder's base width (decoder_base_dim, else base_dim)
+    vae_encoder_dim: int = 96  # the VAE encoder's base width (base_dim)
 
     @property
     def dit_params(self) -> int:
@@ -109,15 +114,16 @@ class Geometry:
         return t * (h // self.variant.patch) * (w // self.variant.patch)
 
     @classmethod
-    def of_config(cls, config, variant, text_params: float, vae_params: float, vae_base_dim: int | None = None
-                  ) -> "Geometry":
+    def of_config(cls, config, variant, text_params: float, vae_params: float, vae_base_dim: int | None = None,
+                  vae_encoder_dim: int | None = None) -> "Geometry":
         from wan_core.model.dit import parameter_shapes
 
         shapes = parameter_shapes(config)
         block = sum(math.prod(s) for k, s in shapes.items() if k.startswith("blocks.0."))
         root = sum(math.prod(s) for k, s in shapes.items() if not k.startswith("blocks."))
         return cls(config.dim, config.ffn_dim, config.num_layers, block, root, len(variant.experts), text_params,
-                   vae_params, variant, vae_base_dim or (256 if variant.vae == "wan2.2" else 96))
+                   vae_params, variant, vae_base_dim or (256 if variant.vae == "wan2.2" else 96),
+                   vae_encoder_dim or (160 if variant.vae == "wan2.2" else 96))
 
     @classmethod
     def of_variant(cls, name: str) -> "Geometry":
@@ -148,10 +154,11 @@ class Geometry:
         try:
             vae_config = json.loads((folder / "vae" / "config.json").read_text())
             base_dim = int(vae_config.get("decoder_base_dim") or vae_config.get("base_dim") or 0) or None
+            encoder_dim = int(vae_config.get("base_dim") or 0) or None
         except (OSError, ValueError, TypeError):
-            base_dim = None
+            base_dim = encoder_dim = None
         return cls.of_config(config, variant, safetensors_params(folder / "text_encoder") or TEXT_ENCODER_PARAMS,
-                             safetensors_params(folder / "vae") or VAE_PARAMS[variant.vae], base_dim)
+                             safetensors_params(folder / "vae") or VAE_PARAMS[variant.vae], base_dim, encoder_dim)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +193,9 @@ class MemoryPlan:
 
 # -- training -------------------------------------------------------------------------------------------
 def train_parts(g: Geometry, *, tokens: int, micro_batch: int, dtype: str, world: int, cp: int,
-                checkpointing: bool, lora_rank: int | None, lora_targets: int, features: bool) -> dict:
+                checkpointing: bool, lora_rank: int | None, lora_targets: int, features: bool,
+                clip: tuple[int, int, int] = (0, 0, 0)) -> dict:
+    """`clip`: (frames, height, width) of a training clip, for the VAE's work when it encodes online."""
     d = DTYPE_BYTES[dtype]
     local_tokens = math.ceil(tokens / cp)
     if lora_rank:  # adapters on `lora_targets` linears per block, each r x (in + out)
@@ -204,8 +213,11 @@ def train_parts(g: Geometry, *, tokens: int, micro_batch: int, dtype: str, world
     block = train_activation_bytes(g.dim, g.ffn, d, local_tokens)
     per_layer = local_tokens * g.dim * d if checkpointing else block  # checkpointing keeps each block's input
     parts["activations"] = micro_batch * (g.layers * per_layer + (block if checkpointing else 0))
-    if not features:  # online encoding: both encoders on the device
+    if not features:  # online encoding: both encoders on the device, and the VAE's work on the micro-batch's clips
+        frames, height, width = clip
         parts["encoders"] = g.text_params * d + g.vae_params * 4
+        parts["vae encoding"] = micro_batch * (VAE_ENCODE_BYTES[g.variant.vae] * height * width * g.vae_encoder_dim
+                                               + frames * height * width * 3 * 4)
     return parts
 
 
@@ -215,7 +227,8 @@ def plan_training(cfg, world: int, device_bytes: float | None, geometry: Geometr
     data = cfg.data
     area = max(data.height * data.width, data.max_hxw or 0)
     side = math.isqrt(area)
-    knobs = dict(tokens=g.tokens(data.num_frames, side, side), micro_batch=cfg.train.micro_batch_size,
+    knobs = dict(tokens=g.tokens(data.num_frames, side, side), clip=(data.num_frames, side, side),
+                 micro_batch=cfg.train.micro_batch_size,
                  dtype=cfg.train.dtype, world=world, cp=cfg.parallel.cp, checkpointing=cfg.train.activation_checkpointing,
                  lora_rank=cfg.train.lora.rank if cfg.train.lora else None,
                  lora_targets=len(cfg.train.lora.targets) if cfg.train.lora else 0,
