@@ -16,7 +16,10 @@ PROMPTS = ["a red circle moving from left to right", "a blue square bouncing"]
 # task: (variant, with image, pixel size, layouts run against the one-process frames); together the layouts
 # cover Ulysses, Ring and USP, CFG-parallel, sharded weights, several groups sharing the prompts, and mixes
 LAYOUTS = {
-    "ti2v-5b/t2v": ("ti2v-5b", False, 32, [["--nproc", "4", "--cp", "2", "--cfg-parallel", "--shard-weights"]]),
+    "ti2v-5b/t2v": ("ti2v-5b", False, 32, [["--nproc", "4", "--cp", "2", "--cfg-parallel", "--shard-weights"],
+                                           # MindSpeed-MM's inference.sh words (checked against its script below)
+                                           ["--nproc", "2", "--context-parallel-size", "2",
+                                            "--context-parallel-algo", "ulysses_cp_algo"]]),
     "ti2v-5b/ti2v": ("ti2v-5b", True, 32, [["--nproc", "4", "--cp", "2", "--cp-algo", "ring"]]),
     "t2v-a14b": ("t2v-a14b", False, 16, [["--nproc", "4", "--cp", "4", "--cp-algo", "usp", "--ulysses-degree", "2"]]),
     "i2v-a14b": ("i2v-a14b", True, 16, [["--nproc", "2", "--cfg-parallel", "--shard-weights"],
@@ -113,18 +116,13 @@ def test_offload_flag_maps_to_model_and_refuses_sharding(tiny_checkpoints):
         WanSampler(tiny_checkpoints["ti2v-5b"], offload="model", group=type("G", (), {"shard_mesh": object()})())
 
 
-def test_mindspeed_inference_sh_cp_flags_are_accepted(tiny_checkpoints, tmp_path):
-    """MindSpeed-MM's inference.sh passes --context-parallel-size CP --context-parallel-algo ulysses_cp_algo; the same
-    words (read from its script) make a --cp group here, with the one-process frames."""
+def test_mindspeed_inference_sh_uses_the_cp_words_we_accept():
+    """MindSpeed-MM's inference.sh passes --context-parallel-size CP --context-parallel-algo ulysses_cp_algo: the words
+    the ti2v-5b/t2v layout above runs with (and gets the one-process frames)."""
     import re
     from pathlib import Path
 
-    script = (Path(__file__).parents[2] / "shared/mindspeed-mm-wan2.2-configs/5B/t2v/inference.sh").read_text()
-    algo = re.search(r"--context-parallel-algo (\S+)", script).group(1)
-    assert algo == "ulysses_cp_algo" and "--context-parallel-size ${CP}" in script
-    reference = sample_cli(tiny_checkpoints["ti2v-5b"], tmp_path, "one", False, 32)
-    frames = sample_cli(tiny_checkpoints["ti2v-5b"], tmp_path, "ms", False, 32, "--nproc", "2",
-                        "--context-parallel-size", "2", "--context-parallel-algo", algo)
-    assert np.abs(frames - reference).max() <= 1e-4
-    summary = json.loads((tmp_path / "ms" / "samples.json").read_text())["settings"]
-    assert summary["layout"]["cp"] == 2 and summary["layout"]["cp_algo"] == "ulysses"
+    for script in (Path(__file__).parents[2] / "shared/mindspeed-mm-wan2.2-configs").glob("*/*/inference.sh"):
+        text = script.read_text()
+        assert "--context-parallel-size ${CP}" in text, script
+        assert re.search(r"--context-parallel-algo (\S+)", text).group(1) == "ulysses_cp_algo", script

@@ -57,10 +57,14 @@ def distributed_backend(kind: str | None = None) -> str:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def compute_dtype(name: str | None, device: torch.device) -> torch.dtype:
+def compute_dtype_name(name: str | None, accelerator: bool) -> str:
     """The compute dtype a config or command names; None means the device's default: fp32 on the CPU
     (exact, comparable with references), bf16 on accelerators (what Wan2.2 is trained and served in)."""
-    return DTYPES[name or ("fp32" if device.type == "cpu" else "bf16")]
+    return name or ("bf16" if accelerator else "fp32")
+
+
+def compute_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    return DTYPES[compute_dtype_name(name, device.type != "cpu")]
 
 
 def compile_wanted(setting: str, device: torch.device) -> bool:

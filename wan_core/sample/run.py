@@ -120,16 +120,16 @@ def from_mindspeed_config(path: str) -> SampleJob:
 def memory_plan(job: SampleJob, folder, size: tuple[int, int, int], guidance: float, device, profile=None):
     """(the sampling memory plan, the offload mode it runs with): --offload auto takes the least offloading that
     fits the device (none with --shard-weights, which offloading does not combine with)."""
-    from wan_core.device import compute_dtype
+    from wan_core.device import compute_dtype_name
     from wan_core.memory import Geometry, choose_offload, device_memory_bytes, plan_sampling
 
     frames, height, width = size
-    if profile:  # planning for a deployment profile's accelerator from another machine
-        device = torch.device(profile)
+    # planning for a deployment profile's accelerator may happen on another machine (torch may not know "npu" here)
+    accelerator = bool(profile) or device.type != "cpu"
     knobs = dict(frames=frames, height=height, width=width, batch=job.batch_size,
-                 dtype="bf16" if compute_dtype(job.dtype, device) == torch.bfloat16 else "fp32", cp=job.cp,
+                 dtype=compute_dtype_name(job.dtype, accelerator), cp=job.cp,
                  group=job.layout.group_size, shard=job.shard_weights, cfg=guidance > 1.0, cfg_split=job.cfg_parallel,
-                 accelerator=device.type != "cpu", nproc=job.nproc)
+                 accelerator=accelerator, nproc=job.nproc)
     device_bytes = device_memory_bytes(job.device_memory_gb, None if profile else device, profile)
     geometry = Geometry.of_folder(folder.path, folder.variant)
     offload = job.offload
