@@ -4,7 +4,6 @@ staging that one rank uploads), the endpoint comes from AWS_ENDPOINT_URL (as a s
 a resume on a fresh node continues exactly, and consolidation reads the checkpoint from the store."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -20,9 +19,9 @@ BUCKET = "wan22-test"
 def s3(tmp_path_factory):
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as probe:  # a free port on the loopback interface
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from wan_core.parallel.launch import free_port
+
+    port = free_port()  # on the loopback interface
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",

@@ -10,7 +10,7 @@ import yaml
 from components.k8s.profiles import profile_env, validate_npu_env
 from wan_core.errors import UserError
 from wan_core.parallel.env import node_env, process_env
-from wan_core.parallel.launch import launch_plan, torchrun_command
+from wan_core.parallel.launch import free_port, launch_plan, torchrun_command
 from wan_core.parallel.mesh import ParallelDims
 
 
@@ -172,14 +172,6 @@ def test_bad_layout_is_refused_before_launch(setup):
                         "--nproc", "3"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "2 attention heads" in r.stderr and "valid: 1, 2" in r.stderr
     assert "launching" not in r.stderr and "Traceback" not in r.stderr
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_nodes_through_c10d_rendezvous(setup):

@@ -221,6 +221,8 @@ def _add_sample_parser(sub) -> None:
 
 
 def _add_sample_args(p) -> None:
+    from wan_core.memory import OFFLOAD_ORDER
+
     p.add_argument("--config", help="MindSpeed-MM inference_model.json (from_pretrained, save_path, input_size, "
                    "low_noise_predictor, prompt/image files); command-line options override it")
     p.add_argument("--model", help="diffusers-format pipeline folder")
@@ -245,7 +247,7 @@ def _add_sample_args(p) -> None:
     p.add_argument("--lora-scale", type=float_range(0.0), help="multiplies the adapters' alpha/r (default 1)")
     p.add_argument("--transformer", help="replace the (high-noise) transformer: an mm or diffusers checkpoint")
     p.add_argument("--transformer-2", help="replace the low-noise transformer (A14B)")
-    p.add_argument("--offload", choices=["auto", "none", "model", "sequential"],
+    p.add_argument("--offload", choices=["auto", *OFFLOAD_ORDER],
                    help="where weights wait between uses: none (all on the device), model (one component on the "
                    "device at a time: text encoder, active expert, VAE), sequential (also the DiT's blocks one at a "
                    "time); default auto: none when the memory plan says it fits the device, else the least offload "

@@ -10,8 +10,8 @@ A plan adds up what one process holds at its busiest moment:
 - activations per token and block: what autograd keeps in training, counted with saved_tensors_hooks over
   `WanBlock` (C x (9.5 d + 54) + 2 F d bytes per token, d = compute dtype bytes, and 3 x 512 x C x d per sample
   for the text keys and values; tests/test_memory_plan.py recounts it at other shapes), and with online encoding
-  the VAE encoder's work on the micro-batch's clips (per pixel and base channel, measured on the CPU);, times the layers, or one block input per layer plus one block when checkpointing; at inference
-  the live set of the FFN, the largest moment of a block (d (3 C + 2 F) + 16 C bytes), checked against measured
+  the VAE encoder's work on the micro-batch's clips (per pixel and base channel, measured on the CPU); times the
+  layers, or one block input per layer plus one block when checkpointing; at inference the live set of the FFN, the largest moment of a block (d (3 C + 2 F) + 16 C bytes), checked against measured
   peaks in benchmarks/memory_plan.py; tokens are the sequence divided by the CP degree;
 - sampling phases: encoding (text encoder), denoising (DiT), decoding (VAE, tiled above 512 pixels, its working
   memory per pixel and channel measured on the CPU); the peak is the largest phase given what the offload mode
@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import struct
+
 from wan_core.errors import UserError
 
 GB = 1e9
@@ -34,6 +34,7 @@ DEVICE_MEMORY_GB = {"ascend-910b": 64, "h100": 80, "h200": 141, "a100-80gb": 80}
 PROFILE_DEVICE = {"npu": "ascend-910b", "cuda": "h100"}
 DTYPE_BYTES = {"fp32": 4, "bf16": 2}
 TEXT_TOKENS = 512
+OFFLOAD_ORDER = ("none", "model", "sequential")  # least to most offloading (wan_core.sample.offload's modes)
 # when safetensors headers cannot be read (a remote folder): parameters of the released encoders
 TEXT_ENCODER_PARAMS = 5.68e9  # UMT5-XXL encoder
 VAE_PARAMS = {"wan2.1": 127e6, "wan2.2": 705e6}
@@ -75,19 +76,14 @@ def device_memory_bytes(override_gb: float | None = None, device=None, profile: 
 def safetensors_params(folder) -> int | None:
     """Parameter count of every *.safetensors file in `folder` (a path or URL), from their headers only."""
     from wan_core.storage import Location
+    from wan_core.weights.safetensors_io import SafetensorsReader
 
     where = Location(str(folder))
-    total = 0
     try:
-        files = sorted(f for f in where.fs.ls(where.path, detail=False) if f.endswith(".safetensors"))
-        for path in files:
-            with where.fs.open(path, "rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
-            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-    except (OSError, ValueError, KeyError, struct.error):
+        readers = [SafetensorsReader(f) for f in where.glob("*.safetensors")]
+    except (OSError, UserError):
         return None
-    return total or None
+    return sum(math.prod(e.meta.shape) for r in readers for e in r.entries.values()) or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,8 +284,7 @@ def plan_sampling(g: Geometry, *, frames: int, height: int, width: int, batch: i
     plan = MemoryPlan("sample", sample_parts(g, **knobs), device_bytes)
     if plan.fits:
         return plan
-    changes = [(f"--offload {mode}", {"offload": mode}) for mode in ("model", "sequential")
-               if ["none", "model", "sequential"].index(mode) > ["none", "model", "sequential"].index(offload)]
+    changes = [(f"--offload {mode}", {"offload": mode}) for mode in OFFLOAD_ORDER[OFFLOAD_ORDER.index(offload) + 1:]]
     for k in (2, 4, 8):
         if nproc % (k * (2 if cfg_split else 1)) == 0 and k > cp:
             changes.append((f"--cp {k} --shard-weights", {"cp": k, "group": k * (2 if cfg_split else 1),
@@ -297,12 +292,12 @@ def plan_sampling(g: Geometry, *, frames: int, height: int, width: int, batch: i
     return dataclasses.replace(plan, suggestion=_first_fit(g, knobs, changes, device_bytes, sample_parts))
 
 
-def choose_offload(g: Geometry, device_bytes: float | None, **knobs) -> str:
+def choose_offload(g: Geometry, device_bytes: float | None, nproc: int = 1, **knobs) -> str:
     """--offload auto: the least offloading whose plan fits the device (none on the CPU)."""
-    for mode in ("none", "model", "sequential"):
-        if plan_sampling(g, offload=mode, device_bytes=device_bytes, **knobs).fits:
+    for mode in OFFLOAD_ORDER:
+        if MemoryPlan("sample", sample_parts(g, offload=mode, **knobs), device_bytes).fits:
             return mode
-    return "sequential"
+    return OFFLOAD_ORDER[-1]
 
 
 def _first_fit(g, knobs, changes, device_bytes, parts_fn) -> str | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-OFFLOAD_MODES = ("none", "model", "sequential")
+from wan_core.memory import OFFLOAD_ORDER as OFFLOAD_MODES  # one list: the plan orders them, this module runs them
+
 HOME = torch.device("cpu")  # where offloaded weights wait
 
 
@@ -22,6 +23,7 @@ class Offloader:
             raise ValueError(f"offload mode {mode!r} is not one of {', '.join(OFFLOAD_MODES)}")
         self.mode, self.device = mode, torch.device(device)
         self.components: dict[str, torch.nn.Module] = {}
+        self.streamed: set[str] = set()  # sequential mode: components whose blocks stream
         self.active: str | None = None
         self.moves: list[tuple[str, str]] = []  # (component, "device" | "home"), in order: what tests read
         self.block_moves = 0  # sequential: blocks brought to the device
@@ -35,6 +37,7 @@ class Offloader:
         """Register a component; with `blocks` (a DiT's), sequential mode streams those blocks."""
         self.components[name] = module
         if self.mode == "sequential" and blocks is not None:
+            self.streamed.add(name)
             for block in blocks:
                 block.register_forward_pre_hook(self._block_in)
                 block.register_forward_hook(self._block_out)
@@ -46,13 +49,11 @@ class Offloader:
         if self.active is not None:
             self._move(self.active, HOME, "home")
         module = self.components[name]
-        if self.mode == "sequential" and hasattr(module, "blocks"):
+        if name in self.streamed:
             # everything but the blocks (embeddings, head: small) stays on the device while it runs
             for child_name, child in module.named_children():
                 if child_name != "blocks":
                     child.to(self.device)
-            for param in module._parameters.values():
-                param.data = param.data.to(self.device)
             self.moves.append((name, "device"))
         else:
             self._move(name, self.device, "device")
