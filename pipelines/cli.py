@@ -168,7 +168,10 @@ def _cmd_k8s_train_job(args) -> int:
 
     from components.k8s.launcher import MANIFESTS, LaunchSpec
 
-    spec = LaunchSpec(args.name, ["wan22", "train", "--config", args.config], deployment_from_args(args))
+    from components.k8s.launcher import train_command
+
+    spec = LaunchSpec(args.name, train_command(args.config, args.max_restarts), deployment_from_args(args),
+                      grace_s=args.stop_grace_s)
     sys.stdout.write(yaml.safe_dump(MANIFESTS[args.launcher](spec), sort_keys=False))
     return 0
 
@@ -199,7 +202,7 @@ def register(sub) -> None:
                    help="wan22-full (pretraining) or wan22-lora (LoRA fine-tuning); default: full")
     r.add_argument("--variant", default="ti2v-5b", choices=VARIANTS,
                    help="default: ti2v-5b")
-    r.add_argument("--workdir", help="run folder (default runs/<timestamp>)")
+    r.add_argument("--workdir", help="run folder (default: runs/<timestamp>)")
     r.add_argument("--nproc", type=int_range(1), default=2, help="training processes")
     r.add_argument("--cp", type=int_range(1), default=2, help="context-parallel degree")
     r.add_argument("--cp-algo", default="ulysses", choices=CP_ALGO_NAMES,
@@ -227,20 +230,23 @@ def register(sub) -> None:
     j.add_argument("step", choices=STEPS)
     j.epilog = ("the step's own arguments follow -- and are checked here.\nexample:\n  wan22 k8s job consolidate "
                 "--profile npu -- --source /data/save --output /data/mm")
-    j.add_argument("--name")
+    j.add_argument("--name", help="the Job's name (default: wan22-STEP)")
     add_deployment_args(j)
     j.set_defaults(func=_cmd_k8s_job)
     rb = ks.add_parser("rbac", help="print the ServiceAccount, Role and RoleBinding the pretrain launcher needs",
                        epilog="example:\n  wan22 k8s rbac --namespace ml --launcher trainjob | kubectl apply -f -")
-    rb.add_argument("--namespace", required=True)
-    rb.add_argument("--launcher", default="trainjob", choices=list(KINDS))
-    rb.add_argument("--service-account", default="wan22-launcher")
+    rb.add_argument("--namespace", required=True, help="the namespace the pipeline's pods run in")
+    rb.add_argument("--launcher", default="trainjob", choices=list(KINDS), help="the training job kind to allow")
+    rb.add_argument("--service-account", default="wan22-launcher", help="the account the pretrain step runs as")
     rb.set_defaults(func=_cmd_k8s_rbac)
     tj = ks.add_parser("train-job", help="print the multi-node training job the pretrain step would submit",
                        epilog="example:\n  wan22 k8s train-job --config /data/train.yaml --nnodes 2 "
                        "--devices-per-node 8")
-    tj.add_argument("--launcher", default="trainjob", choices=list(KINDS))
-    tj.add_argument("--name", default="wan22-train")
+    tj.add_argument("--launcher", default="trainjob", choices=list(KINDS), help="the training job kind")
+    tj.add_argument("--name", default="wan22-train", help="the job's name")
+    tj.add_argument("--max-restarts", type=int, default=0, help="torchrun's restarts of the ranks on each node")
+    tj.add_argument("--stop-grace-s", type=int, default=60, help="the config's train.stop_grace_s (the pods get "
+                    "this plus 30 s to stop)")
     tj.add_argument("--config", required=True, help="training config path inside the pods (on the data volume)")
     add_deployment_args(tj, profile="npu", devices_per_node=8)
     tj.set_defaults(func=_cmd_k8s_train_job)

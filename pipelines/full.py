@@ -32,7 +32,7 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         train_config: str = TRAIN_CONFIG, train_set: list = [],
         nnodes: int = deployment.nnodes, devices_per_node: int = deployment.devices_per_node or 8,
         launcher: str = "trainjob", expert_schedule: str = "parallel", startup_timeout_s: int = 900,
-        train_timeout_s: int = 604800, active_deadline_s: int = 0,
+        train_timeout_s: int = 604800, active_deadline_s: int = 0, max_restarts: int = 0,
         sample_frames: int = 0, sample_height: int = 0, sample_width: int = 0, sample_steps: int = 0,
         sample_devices: int = 1, sample_cp: int = 1, sample_cp_algo: str = "ulysses", sample_ulysses_degree: int = 0,
         sample_cfg_parallel: bool = False, sample_shard_weights: bool = False, sample_offload: str = "auto",
@@ -153,7 +153,7 @@ class TrainingRun:
                 ascend_runtime=self.deployment.ascend_runtime,
                 supplemental_groups=list(self.deployment.supplemental_groups), arch=self.deployment.arch,
                 startup_timeout_s=p["startup_timeout_s"], train_timeout_s=p["train_timeout_s"],
-                active_deadline_s=p["active_deadline_s"], features=self.features)
+                active_deadline_s=p["active_deadline_s"], features=self.features, max_restarts=p["max_restarts"])
             return task.after(after) if after is not None else task
 
         with dsl.If(p["launcher"] == "local", name=f"train-here-{name}"):

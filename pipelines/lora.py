@@ -24,7 +24,7 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
         train_config: str = TRAIN_CONFIG, train_set: list = [], lora_scale: float = 1.0,
         nnodes: int = deployment.nnodes, devices_per_node: int = deployment.devices_per_node or 8,
         launcher: str = "trainjob", expert_schedule: str = "parallel", startup_timeout_s: int = 900,
-        train_timeout_s: int = 604800, active_deadline_s: int = 0,
+        train_timeout_s: int = 604800, active_deadline_s: int = 0, max_restarts: int = 0,
         sample_frames: int = 0, sample_height: int = 0, sample_width: int = 0, sample_steps: int = 0,
         image: str = d["image"], pvc_name: str = d["pvc_name"], namespace: str = d["namespace"],
         service_account: str = d["service_account"], accelerator_resource: str = d["accelerator_resource"],

@@ -39,6 +39,8 @@ DESCRIPTIONS = {
     "train_timeout_s": "Seconds the pretrain step waits for its cluster job in all before deleting it (default 7 days).",
     "active_deadline_s": "The training job's own activeDeadlineSeconds: the cluster stops it after this many seconds "
                          "even if nothing watches it; 0 for none.",
+    "max_restarts": "How many times torchrun restarts the training ranks when one dies (a lost node, the OOM killer); "
+                    "each restart resumes from the last checkpoint. 0: a dead rank ends the step.",
     "image": "Container image of every task and of the training job's pods.",
     "pvc_name": "PersistentVolumeClaim mounted at /data in every task and training pod.",
     "namespace": "Namespace of the training job (empty: the submitting pod's).",

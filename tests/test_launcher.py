@@ -307,6 +307,11 @@ def test_manifests_are_valid():
         assert spec.containers[0].name == "pytorch" and spec.containers[0].command[:2] == ["wan22", "train"]
     vj = volcano_manifest(SPEC)
     assert vj["spec"]["minAvailable"] == 2 and "pytorch" in vj["spec"]["plugins"]
+    # SIGTERM, then the grace period: train.stop_grace_s for the step and its checkpoint, plus a margin
+    graces = [pod_patch["terminationGracePeriodSeconds"], *(r["template"]["spec"]["terminationGracePeriodSeconds"]
+              for r in pj["spec"]["pytorchReplicaSpecs"].values()),
+              *(t["template"]["spec"]["terminationGracePeriodSeconds"] for t in vj["spec"]["tasks"])]
+    assert graces == [SPEC.grace_s + 30] * len(graces) and SPEC.grace_s == 60
     for task in vj["spec"]["tasks"]:
         deserialize(task["template"]["spec"], "V1PodSpec")
     for kind in KINDS:

@@ -108,6 +108,10 @@ def test_cli_outputs_numbering_seeds_and_nproc(tmp_path, tiny_checkpoints):
               "--steps", "3", "--seed", "40", "--save-array", "--negative-prompt", ""]
     r = cli(*common, "--output", str(tmp_path / "one"), "--batch-size", "2")
     assert r.returncode == 0, r.stderr
+    # off a terminal: a progress line per denoising step (fewer than 20 in all), with elapsed and remaining time
+    lines = [line for line in r.stderr.splitlines() if line.startswith("sampling: step")]
+    assert [line.split()[2] for line in lines] == [f"{s}/6" for s in range(1, 7)], r.stderr
+    assert "batch 2/2" in lines[-1] and all("elapsed" in line and "remaining ~" in line for line in lines)
     index = json.loads((tmp_path / "one" / "samples.json").read_text())
     assert [s["index"] for s in index["samples"]] == [0, 1, 2]
     assert [s["seed"] for s in index["samples"]] == [40, 41, 42]

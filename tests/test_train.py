@@ -164,10 +164,27 @@ def wait_for_lines(path, n, proc, timeout=300):
 
 def test_sigkill_during_training_and_during_save_resume(tmp_path, tiny_checkpoints, demo):
     ref_dir, kill_dir, save_kill_dir = tmp_path / "ref", tmp_path / "kill", tmp_path / "savekill"
-    for d in (ref_dir, kill_dir, save_kill_dir):
+    term_dir = tmp_path / "term"
+    for d in (ref_dir, kill_dir, save_kill_dir, term_dir):
         d.mkdir()
         write_config(d, tiny_checkpoints["t2v-a14b"], demo, "t2v-a14b", expert="high", iters=30, save_interval=10)
-    assert cli_train(ref_dir / "train.yaml").returncode == 0
+    r = cli_train(ref_dir / "train.yaml")
+    assert r.returncode == 0
+    # off a terminal: a line every step or 5% (here 2 steps), with elapsed and remaining time
+    lines = [line for line in r.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == [f"{s}/30" for s in range(2, 31, 2)]
+    assert all(", elapsed " in line and ", remaining ~" in line for line in lines)
+    # SIGTERM (a pod evicted): the step finishes, a checkpoint of it is written, the message says how to resume
+    proc = subprocess.Popen([sys.executable, "-m", "wan_core", "train", "--config", str(term_dir / "train.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert wait_for_lines(term_dir / "save" / "metrics.jsonl", 13, proc), "training ended before SIGTERM"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    stopped = int((term_dir / "save" / "latest_checkpointed_iteration.txt").read_text())
+    assert proc.returncode == 143 and 13 <= stopped < 30, err
+    said = " ".join(err.split())
+    assert f"stopped by SIGTERM after step {stopped}" in said and f"resume from iter_{stopped:07d}" in said
+    assert len(metrics(term_dir / "save")) == stopped and "Traceback" not in err
     # killed with SIGKILL while training
     proc = subprocess.Popen([sys.executable, "-m", "wan_core", "train", "--config", str(kill_dir / "train.yaml")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -192,7 +209,7 @@ def test_sigkill_during_training_and_during_save_resume(tmp_path, tiny_checkpoin
     assert r.returncode == -signal.SIGKILL
     assert (save_kill_dir / "save" / "latest_checkpointed_iteration.txt").read_text().strip() == "10"
     assert (save_kill_dir / "save" / "iter_0000020.tmp").is_dir()  # the half-written one
-    for d in (kill_dir, save_kill_dir):
+    for d in (kill_dir, save_kill_dir, term_dir):
         r = cli_train(d / "train.yaml")
         assert r.returncode == 0, r.stderr
         assert [m["step"] for m in metrics(d / "save")] == list(range(1, 31))
@@ -202,7 +219,8 @@ def test_sigkill_during_training_and_during_save_resume(tmp_path, tiny_checkpoin
         assert step == 30 and all(torch.equal(w[k], w_ref[k]) for k in w_ref)
         assert not list((d / "save").glob("iter_*.tmp"))
         kept = sorted(p.name for p in (d / "save").glob("iter_*"))
-        assert kept == ["iter_0000020", "iter_0000030"]  # keep_last = 2
+        assert kept == (["iter_0000020", "iter_0000030"] if d is not term_dir or stopped < 20 else
+                        [f"iter_{stopped:07d}", "iter_0000030"])  # keep_last = 2
 
 
 def test_feature_cache_gives_the_same_loss(tmp_path, tiny_checkpoints, demo):

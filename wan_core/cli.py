@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 from pathlib import Path
 import sys
 import textwrap
@@ -21,14 +22,22 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     @staticmethod
     def _shows_default(action) -> bool:
-        return bool(action.option_strings) and not (action.default is None or action.default is False
-                                                    or action.default == argparse.SUPPRESS)
+        default = action.default
+        return bool(action.option_strings) and not (default is None or default is False or default == argparse.SUPPRESS
+                                                    or (isinstance(default, (list, tuple)) and not default))
 
     def _get_help_string(self, action):
         text = action.help or ""
         if self._shows_default(action) and "default" not in text:
             text += (" " if text else "") + "(default: %(default)s)"
         return text
+
+    def _format_action_invocation(self, action):
+        hidden = getattr(action, "hidden_aliases", ())
+        if hidden:  # an old name that still works, not shown
+            action = copy.copy(action)
+            action.option_strings = [o for o in action.option_strings if o not in hidden]
+        return super()._format_action_invocation(action)
 
     def _format_action(self, action):
         if not (action.help and action.help.strip()) and self._shows_default(action):
@@ -49,6 +58,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         """A bad argument: one paragraph naming it (argparse's own prints the usage block first)."""
+        message = re.sub(r"(--output)(/--\w+)+", r"\1", message)  # not the hidden old names
         print(one_paragraph(f"error: {message} (see `{self.prog} --help`)"), file=sys.stderr)
         sys.exit(2)
 
@@ -85,12 +95,10 @@ def float_range(low: float, inclusive: bool = True):
 
 
 def add_output_arg(p, dest: str, aliases: tuple[str, ...], help: str) -> None:
-    """--output, the one name for "where this command writes" everywhere; the names the commands had
+    """--output, the one name for "where this command writes" everywhere, required; the names the commands had
     before (--out, --target) still work, hidden from --help."""
-    p.add_argument("--output", dest=dest, metavar="DIR", help=f"{help} (required)")
-    for alias in aliases:
-        p.add_argument(alias, dest=dest, metavar="DIR", help=argparse.SUPPRESS)
-    p.set_defaults(_output_dest=dest)
+    action = p.add_argument("--output", *aliases, dest=dest, metavar="DIR", required=True, help=help)
+    action.hidden_aliases = aliases
 
 
 def _progress(args) -> bool:
@@ -152,10 +160,11 @@ def _add_convert_parser(sub) -> None:
                        ("mm-to-dcp", "any checkpoint -> MindSpeed-MM's mm_to_dcp layout: release/ holding one DCP "
                                      "checkpoint of model.<mm key> tensors (training's load_path starts from it)")):
         q = conv.add_parser(name, help=text, description=text)
-        q.add_argument("--source", required=True)
+        q.add_argument("--source", required=True, help="the checkpoint folder to convert (a transformer folder, a "
+                       "pipeline folder, or an mm folder)")
         add_output_arg(q, "target", ("--target",), "output folder")
         if name != "mm-to-dcp":
-            q.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
+            q.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "hf-to-mm":
             q.add_argument("--format", default="safetensors", choices=["safetensors", "mm-pt"],
@@ -240,11 +249,11 @@ def _add_sample_args(p) -> None:
     p.add_argument("--batch-size", type=int_range(1), default=1, help="prompts per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
     p.add_argument("--compile", choices=["auto", "on", "off"],
-                   help="compile each transformer block (default auto: on CUDA, where it was measured faster)")
+                   help="compile each transformer block (auto: on CUDA, where it was measured faster)")
     p.add_argument("--lora", help="a LoRA file (diffusers format, e.g. from wan22 export-lora) applied to the "
                    "transformer (A14B: the high-noise expert) without merging it into the weights")
     p.add_argument("--lora-2", help="a LoRA file for A14B's low-noise expert")
-    p.add_argument("--lora-scale", type=float_range(0.0), help="multiplies the adapters' alpha/r (default 1)")
+    p.add_argument("--lora-scale", type=float_range(0.0), help="multiplies the adapters' alpha/r (default: 1)")
     p.add_argument("--transformer", help="replace the (high-noise) transformer: an mm or diffusers checkpoint")
     p.add_argument("--transformer-2", help="replace the low-noise transformer (A14B)")
     p.add_argument("--offload", choices=["auto", *OFFLOAD_ORDER],
@@ -270,7 +279,7 @@ def _add_sample_args(p) -> None:
                    "--t5_fsdp): per-device weights divided by the group size")
     p.add_argument("--device-memory-gb", type=float_range(0.0, inclusive=False),
                    help="device memory the plan checks against (default: the device's own; none on CPU)")
-    p.add_argument("--output", help="output folder")
+    p.add_argument("--output", help="output folder (required unless --config gives save_path)")
     p.add_argument("--save-array", action="store_true", help="also write NNNN.npy float32 [T,H,W,3] in [0,1]")
     add_overwrite_arg(p)
 
@@ -308,25 +317,52 @@ def _train_config(args):
 
 
 def _cmd_train(args) -> int:
-    from wan_core.parallel.env import is_rank0
-    from wan_core.parallel.launch import launch_plan, run_torchrun
-    from wan_core.train.trainer import run_training
-
     from wan_core.device import default_device
     from wan_core.parallel.env import process_env
+    from wan_core.parallel.launch import launch_plan
+    from wan_core.train.checkpoint import claim_save_path, release_save_path
     from wan_core.train.plan import preflight
 
     cfg = _train_config(args)  # checked before any process starts
     plan = launch_plan(args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
-    if plan is not None or process_env() is None:  # the launching process checks; the ranks it starts do not
+    launching = plan is not None or process_env() is None  # the launching process checks; the ranks it starts do not
+    if plan is None and launching and args.max_restarts:
+        plan = (1, 1, 0, None)  # restarts are torchrun's: one process under it
+    claimed = None
+    if launching:
         preflight(cfg, plan[0] * plan[1] if plan else 1, default_device())  # nproc x nnodes
+        claimed = claim_save_path(cfg.save_path, args.overwrite)
+    try:
+        return _train(args, cfg, plan)
+    except BaseException:
+        if claimed == "new":  # a run that failed before writing anything leaves no folder behind
+            release_save_path(cfg.save_path)
+        raise
+
+
+def _train(args, cfg, plan) -> int:
+    from wan_core.parallel.env import is_rank0, process_env
+    from wan_core.parallel.launch import describe_failure, run_torchrun
+    from wan_core.storage import is_url
+    from wan_core.train.checkpoint import resume_description
+    from wan_core.train.trainer import TrainingStopped, run_training
+
+    if plan is None and args.overwrite and process_env() is not None:
+        raise UserError("--overwrite is done once, by the process that starts the ranks: run `wan22 train --nproc N "
+                        "--overwrite` rather than torchrun by hand, or empty the save_path first")
     if plan is not None:
         # the ranks read the same config file and --set list
-        status = run_torchrun(args.argv, plan)
-        if status:
-            raise UserError(f"training failed (torchrun exit status {status}); see the rank messages above")
-        return 0
-    last = run_training(cfg)
+        log_dir = None if is_url(cfg.save_path) else Path(cfg.save_path) / "logs"
+        result = run_torchrun(args.argv, plan, args.max_restarts, log_dir, cfg.train.stop_grace_s + 15)
+        if result.status == 0:
+            return 0
+        if result.terminated:
+            raise TrainingStopped(f"stopped by SIGTERM; run the same command again to resume from "
+                                  f"{resume_description(cfg.save_path)}")
+        raise UserError(describe_failure(result, resume_description(cfg.save_path)))
+    # --resume-from names where the first start resumes; a rank torchrun restarts resumes from the newest checkpoint
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    last = run_training(cfg, None if restarted else args.resume_from)
     if is_rank0():  # once, not once per rank
         print(f"training finished at step {last.get('step')}; checkpoints in {cfg.save_path}")
     return 0
@@ -433,7 +469,8 @@ def _add_lora_parsers(sub) -> None:
     p.add_argument("--lora", required=True, help="LoRA file for the transformer (A14B: the high-noise expert)")
     p.add_argument("--lora-2", help="LoRA file for A14B's low-noise expert")
     p.add_argument("--scale", type=float_range(0.0), default=1.0, help="multiplies alpha/r")
-    p.add_argument("--layout", default="pipeline", choices=["pipeline", "diffusers", "mm", "official"])
+    p.add_argument("--layout", default="pipeline", choices=["pipeline", "diffusers", "mm", "official"],
+                   help="what to write: a whole pipeline folder, or the transformer(s) alone in one layout")
     add_output_arg(p, "target", ("--target",), "output folder")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_merge_lora)
@@ -447,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a complete diffusers-format pipeline folder (model_index.json, "
                        "transformer[_2], vae, text_encoder, tokenizer, scheduler) of the variant's architecture "
                        "family at tiny size with random weights. Used by the demo and tests; nothing is downloaded.")
-    p.add_argument("--variant", required=True, choices=VARIANTS)
+    p.add_argument("--variant", required=True, choices=VARIANTS, help="the architecture family to imitate")
     add_output_arg(p, "out", ("--out",), "output folder")
     p.add_argument("--seed", type=int_range(0), default=0, help="seed of the random weights")
     add_overwrite_arg(p)
@@ -462,6 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_convert_parser(sub)
     p = sub.add_parser("train", help="train one DiT (one process, or several under torchrun)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in the save_path of an earlier run (its checkpoints and metrics are removed); "
+                   "without it that run is resumed")
+    p.add_argument("--resume-from", type=int_range(0), metavar="N",
+                   help="resume from iteration N (default: the newest complete checkpoint)")
+    p.add_argument("--max-restarts", type=int_range(0), default=0, metavar="N",
+                   help="restart the ranks up to N times when one dies (torchrun's elastic restarts); each restart "
+                   "resumes from the last checkpoint")
     _add_train_args(p)
     p.add_argument("--nproc", type=int_range(1), help="processes on this node (one device each); starts torchrun itself "
                    "(default: $NPUS_PER_NODE or the launcher's PET_NPROC_PER_NODE)")
@@ -493,8 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="the training save_path")
     p.add_argument("--iteration", default="latest", help="N or latest (default)")
     add_output_arg(p, "target", ("--target",), "output folder")
-    p.add_argument("--format", default="safetensors", choices=["safetensors", "mm-pt"])
-    p.add_argument("--dtype", default="keep", choices=["keep", "bf16", "fp32"])
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "mm-pt"],
+                   help="sharded safetensors, or MindSpeed-MM's one-file torch.save")
+    p.add_argument("--dtype", default="keep", choices=["keep", "bf16", "fp32"],
+                   help="the weights' dtype in the output (keep: as trained)")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_arg(p)
@@ -521,12 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Checks every data.json entry (schema, path inside its folder, file decodes, "
                        "frames/fps/resolution match, caption, duplicates). Exit 0: all valid; 1: some invalid "
                        "(0 with --allow-invalid); 2: data.txt unreadable.")
-    p.add_argument("--data-txt", required=True)
+    p.add_argument("--data-txt", required=True, help="the data.txt listing the datasets (lines `folder,data.json`)")
     p.add_argument("--report-dir", help="folder for report.md, report.html and thumbnails/")
     p.add_argument("--manifest-out", help="JSON file listing the valid entries (what training reads)")
     p.add_argument("--allow-invalid", action="store_true", help="exit 0 even when some entries are invalid")
     p.add_argument("--workers", type=int_range(0), default=0,
-                   help="processes probing the videos (default 0: one per CPU this process may use); the report is "
+                   help="processes probing the videos (0: one per CPU this process may use); the report is "
                    "the same, in entry order, whatever the number")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_validate_dataset)
@@ -595,21 +642,21 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
-    dest = getattr(args, "_output_dest", None)
-    if dest and getattr(args, dest) is None:
-        print(one_paragraph(f"error: the following arguments are required: --output (see `wan22 {args.command} "
-                             "--help`)"), file=sys.stderr)
-        return 2
     args.passthrough = passthrough
     args.argv = argv  # the command line without the passthrough part (train re-launches itself with it)
+    terminated, restore = _sigterm_interrupts()
     try:
         return args.func(args)
     except UserError as exc:
-        print(one_paragraph(f"error: {exc}"), file=sys.stderr)
-        return 2
+        status = getattr(exc, "exit_status", 2)
+        if getattr(exc, "rank0_only", False) and os.environ.get("RANK", "0") != "0":
+            return status
+        print(one_paragraph(f"{'' if status == 143 else 'error: '}{exc}"), file=sys.stderr)
+        return status
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        signal_name = "SIGTERM" if terminated() else "interrupted"
+        print(one_paragraph(f"{signal_name}: stopped; {_after_interrupt(args)}"), file=sys.stderr)
+        return 143 if terminated() else 130
     except OSError as exc:  # files and folders the user named: the path and the reason, in words
         from wan_core.fsutil import os_reason
 
@@ -622,6 +669,40 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
         print(one_paragraph(f"error: {type(exc).__name__}: {exc} (set WAN22_DEBUG=1 for a traceback)"),
               file=sys.stderr)
         return 1
+    finally:
+        restore()
+
+
+def _sigterm_interrupts():
+    """SIGTERM (a pod evicted, a node drained, `kill`) is handled as Ctrl-C is: the command stops, its temporary
+    output is removed, and nothing half-written is left. Returns a function telling whether it came, and one
+    putting the previous handler back (a command run in-process leaves its caller's handling as it was)."""
+    import signal
+    import threading
+
+    came = []
+
+    def handle(signum, frame):
+        came.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return (lambda: False), (lambda: None)
+    previous = signal.signal(signal.SIGTERM, handle)
+    return (lambda: bool(came)), (lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def _after_interrupt(args) -> str:
+    """What an interrupted command leaves and how to go on."""
+    if getattr(args, "command", None) == "train":
+        try:
+            from wan_core.train.checkpoint import resume_description
+
+            cfg = _train_config(args)
+            return f"run the same command again to resume from {resume_description(cfg.save_path)}"
+        except Exception:  # noqa: BLE001 - the hint must not hide the interrupt
+            return "run the same command again to resume from the last checkpoint"
+    return "nothing was written (outputs appear only when complete); run the same command again"
 
 
 def main(argv=None) -> int:
@@ -636,13 +717,17 @@ def build_mm_convert_parser() -> argparse.ArgumentParser:
                                      "--cfg.format safetensors is given.")
     parser.add_argument("converter", choices=["WanConverter"])
     parser.add_argument("method", choices=["hf_to_mm", "mm_to_hf", "mm_to_dcp"])
-    parser.add_argument("--cfg.source_path", dest="source", required=True)
-    parser.add_argument("--cfg.target_path", dest="target", required=True)
-    parser.add_argument("--cfg.hf_path", "--cfg.hf_dir", dest="hf_dir")
-    parser.add_argument("--cfg.format", dest="format", choices=["mm-pt", "safetensors"], default="mm-pt")
-    parser.add_argument("--cfg.layout", dest="layout", choices=["diffusers", "official"], default="diffusers")
-    parser.add_argument("--cfg.max_shard_size", dest="max_shard_size", default="5GB")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--cfg.source_path", dest="source", required=True, help="the checkpoint to convert")
+    parser.add_argument("--cfg.target_path", dest="target", required=True, help="the output folder")
+    parser.add_argument("--cfg.hf_path", "--cfg.hf_dir", dest="hf_dir",
+                        help="mm_to_hf: the original diffusers transformer folder whose config.json is copied")
+    parser.add_argument("--cfg.format", dest="format", choices=["mm-pt", "safetensors"], default="mm-pt",
+                        help="hf_to_mm: MindSpeed-MM's one-file torch.save, or sharded safetensors")
+    parser.add_argument("--cfg.layout", dest="layout", choices=["diffusers", "official"], default="diffusers",
+                        help="mm_to_hf: diffusers' key names or the official Wan release's")
+    parser.add_argument("--cfg.max_shard_size", dest="max_shard_size", default="5GB",
+                        help="largest safetensors shard")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def call(args):
         args.direction = args.method.replace("_", "-")

@@ -16,4 +16,6 @@ def one_paragraph(message: str) -> str:
     """A message as one paragraph of at most 100 columns of plain text (how every command reports an error)."""
     import textwrap
 
-    return textwrap.fill(" ".join(plain_text(message).split()), width=100)
+    # paths stay whole (no break at their hyphens), so they can be copied from the message
+    return textwrap.fill(" ".join(plain_text(message).split()), width=100, break_on_hyphens=False,
+                         break_long_words=False)

@@ -92,6 +92,7 @@ def export(source: str, base: str, target: str, source_2: str | None = None, exp
     base folder's vae, text encoder, tokenizer, scheduler and model_index.json."""
     from wan_core.sample.model_folder import read_model_folder
     from wan_core.weights.convert import mm_to_hf
+    from wan_core.weights.layouts import check_variant
 
     base_path = Path(base)
     folder = read_model_folder(base_path)  # checks it is a complete diffusers pipeline folder
@@ -102,6 +103,9 @@ def export(source: str, base: str, target: str, source_2: str | None = None, exp
     slots = {slot: source}
     if source_2:
         slots[next(s for s in EXPERT_SLOT.values() if s != slot)] = source_2
+    for flag, mm in (("--source", source), ("--source-2", source_2)):
+        if mm:  # from the weights' headers, before anything is written
+            check_variant(mm, folder.variant, flag, f"--base {base} is a pipeline of")
     with output_dir(target, "export", overwrite) as tmp:
         for slot, mm in slots.items():
             mm_to_hf(mm, str(tmp / slot), hf_dir=str(base_path / slot), max_shard_size=max_shard_size,

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -58,13 +59,16 @@ def atomic_output_dir(target: Path, command: str | None, overwrite: bool = False
     check_output_dir(target, command, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        (tmp / WRITER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     except OSError as exc:
         raise UserError(f"cannot write {target}: cannot create a folder in {target.parent} ({os_reason(exc)})") \
             from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
+        (tmp / WRITER).unlink(missing_ok=True)
         if command is not None:
             write_marker(tmp, command)
         apply_umask(tmp)
@@ -74,11 +78,50 @@ def atomic_output_dir(target: Path, command: str | None, overwrite: bool = False
         raise
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        (old / WRITER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         os.rename(target, old / "x")
         os.rename(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, target)
+
+
+WRITER = ".wan22-writer.json"  # in a temporary output folder while it is written: which process writes it
+STALE_AFTER_S = 24 * 3600  # a temporary folder of another host untouched this long is left over, not in use
+
+
+def _writer_gone(tmp: Path) -> bool:
+    """A temporary sibling whose writer is no longer running: a process of this host that has exited, or (another
+    host's, or one without a writer file) a folder nobody has touched for STALE_AFTER_S."""
+    import time
+
+    try:
+        writer = json.loads((tmp / WRITER).read_text())
+        if writer.get("host") == socket.gethostname():
+            try:
+                os.kill(int(writer["pid"]), 0)
+            except ProcessLookupError:
+                return True
+            except (PermissionError, ValueError, KeyError, TypeError):
+                return False
+            return False
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def remove_stale_siblings(target: Path) -> None:
+    """Remove the temporary folders an earlier, killed run left beside `target` (.NAME.tmp-*, .NAME.old-*): an
+    interrupt removes its own, but SIGKILL or a lost node leaves them."""
+    for tmp in target.parent.glob(f".{target.name}.tmp-*"):
+        if tmp.is_dir() and _writer_gone(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in target.parent.glob(f".{target.name}.old-*"):  # only ever left between two renames
+        if old.is_dir() and _writer_gone(old):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def apply_umask(folder: Path) -> None:

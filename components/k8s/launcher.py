@@ -72,6 +72,7 @@ class LaunchSpec:
     deployment: Deployment
     owner: dict | None = None  # an ownerReference
     active_deadline_s: int = 0  # 0: none
+    grace_s: int = 60  # the training's train.stop_grace_s: SIGTERM to the checkpoint it writes
 
     @property
     def namespace(self) -> str:
@@ -105,9 +106,15 @@ def _metadata(spec: LaunchSpec) -> dict:
     return meta
 
 
+GRACE_MARGIN_S = 30  # after the checkpoint: torchrun's shutdown and the process's exit
+
+
 def _pod(spec: LaunchSpec, container_name: str, restart_policy: str = "Never") -> dict:
     d = spec.deployment
-    return pod_template(d, spec.command, d.devices_per_node, restart_policy, container_name)
+    template = pod_template(d, spec.command, d.devices_per_node, restart_policy, container_name)
+    # Kubernetes sends SIGTERM, then SIGKILL after this: room for the step, the checkpoint and the exit
+    template["spec"]["terminationGracePeriodSeconds"] = spec.grace_s + GRACE_MARGIN_S
+    return template
 
 
 def trainjob_manifest(spec: LaunchSpec) -> dict:
@@ -122,7 +129,7 @@ def trainjob_manifest(spec: LaunchSpec) -> dict:
                "numProcPerNode": max(1, d.devices_per_node), "env": container["env"],
                "resourcesPerNode": container["resources"]}
     node_pod = {k: pod[k] for k in ("volumes", "nodeSelector", "tolerations", "imagePullSecrets", "serviceAccountName",
-                                    "securityContext") if k in pod}
+                                    "securityContext", "terminationGracePeriodSeconds") if k in pod}
     node_pod["containers"] = [{"name": "node", "volumeMounts": container["volumeMounts"],
                                "securityContext": container["securityContext"]}]
     manifest = {
@@ -587,16 +594,21 @@ class Launcher:
 
 
 def launch_training(deployment: Deployment, config_path, run_id: str, expert: str, launcher: str,
-                    limits: JobLimits = JobLimits()) -> None:
+                    limits: JobLimits = JobLimits(), max_restarts: int = 0, grace_s: int = 60) -> None:
     """The pretrain step's cluster path: one job running `wan22 train --config ...` on every node, placed
     and sized by `deployment` (the pipeline run's settings)."""
     if not deployment.namespace:
         deployment = deployment.replace(namespace=_pod_namespace())
     # the KFP run's id names the job, so a retried step finds it
     spec = LaunchSpec(name=job_name(run_id or os.environ.get("HOSTNAME", "local"), "train-" + (expert or "dit")),
-                      command=["wan22", "train", "--config", str(config_path)], deployment=deployment,
-                      active_deadline_s=limits.active_deadline_s)
+                      command=train_command(str(config_path), max_restarts), deployment=deployment,
+                      active_deadline_s=limits.active_deadline_s, grace_s=grace_s)
     Launcher(ClusterApi(), launcher, startup_timeout_s=limits.startup_timeout_s, timeout_s=limits.timeout_s).run(spec)
+
+
+def train_command(config_path: str, max_restarts: int = 0) -> list[str]:
+    """What every training node runs (it starts torchrun from its launcher's variables)."""
+    return ["wan22", "train", "--config", config_path, *(["--max-restarts", str(max_restarts)] if max_restarts else [])]
 
 
 def _pod_namespace() -> str:

@@ -12,13 +12,15 @@ def pretrain(train_config: str, train_set: list, base_model: str, manifest: str,
              node_selector: dict = {}, tolerations: list = [], accelerator_resource: str = "",
              devices_per_node: int = 1, nnodes: int = 1, volcano_queue: str = "", ascend_runtime: bool = True,
              supplemental_groups: list = [], arch: str = "", startup_timeout_s: int = 900,
-             train_timeout_s: int = 604800, active_deadline_s: int = 0, features: str = "") -> str:
+             train_timeout_s: int = 604800, active_deadline_s: int = 0, features: str = "",
+             max_restarts: int = 0) -> str:
     """Train one DiT (or LoRA adapters on it, when the config has train.lora) from the run's training config
     (`train_config`, a document or its path, plus the `train_set` overrides) with this task's wiring on top:
     here with torchrun on `devices_per_node` processes (launcher "local"), or as a TrainJob / PyTorchJob /
     Volcano Job placed by the deployment fields, watched with the start-up and overall timeouts (seconds). The
     layout is checked on nnodes x devices_per_node processes before anything starts. `features`: a cache_features
-    folder to train from instead of the manifest's clips. Returns the save_path holding the DCP checkpoints."""
+    folder to train from instead of the manifest's clips. `max_restarts`: torchrun's elastic restarts of the ranks,
+    each resuming from the last checkpoint. Returns the save_path holding the DCP checkpoints."""
     import os
     import pathlib
 
@@ -37,4 +39,4 @@ def pretrain(train_config: str, train_set: list, base_model: str, manifest: str,
     overrides = [*train_set, *wiring(base_model, manifest, under(workdir, save_path), load_path, expert, features)]
     limits = JobLimits(startup_timeout_s, train_timeout_s, active_deadline_s)
     return pretrain_step(train_config, overrides, deployment, launcher, run_id, pathlib.Path(curve.path),
-                         metrics.log_metric, limits)
+                         metrics.log_metric, limits, max_restarts)

@@ -47,17 +47,22 @@ def planned_config(document: str, overrides: list[str], deployment: Deployment) 
 
 
 def pretrain_step(document: str, overrides: list[str], deployment: Deployment, launcher: str, run_id: str,
-                  curve_html: Path, log_metric: Callable[[str, float], None], limits=None) -> str:
-    """`limits`: a components.k8s.launcher.JobLimits for a cluster job (the defaults when None)."""
+                  curve_html: Path, log_metric: Callable[[str, float], None], limits=None, max_restarts: int = 0) -> str:
+    """`limits`: a components.k8s.launcher.JobLimits for a cluster job (the defaults when None); `max_restarts`:
+    torchrun's restarts of the ranks (each resumes from the last checkpoint)."""
+    from wan_core.train.checkpoint import claim_save_path
     from components.k8s.launcher import check_launch
 
     check_launch(deployment, launcher)
     cfg = planned_config(document, overrides, deployment)
     save_path = Location(cfg.save_path)  # a folder on the volume or an object-store URL, never through Path()
+    claim_save_path(cfg.save_path)  # before the config goes in: a folder of someone else's files is refused
     config_path = save_path / CONFIG_NAME
     config_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if launcher == "local":
         cmd = [sys.executable, "-m", "wan_core", "train", "--config", str(config_path)]
+        if max_restarts:
+            cmd += ["--max-restarts", str(max_restarts)]
         if deployment.devices_per_node > 1:
             cmd += ["--nproc", str(deployment.devices_per_node)]
         status = subprocess.call(cmd)
@@ -66,7 +71,8 @@ def pretrain_step(document: str, overrides: list[str], deployment: Deployment, l
     else:
         from components.k8s.launcher import JobLimits, launch_training
 
-        launch_training(deployment, config_path, run_id, cfg.model.expert or "", launcher, limits or JobLimits())
+        launch_training(deployment, config_path, run_id, cfg.model.expert or "", launcher, limits or JobLimits(),
+                        max_restarts=max_restarts, grace_s=cfg.train.stop_grace_s)
     metrics_path = save_path / "metrics.jsonl"
     curve_html.write_text(training_curve_html(metrics_path, f"training {cfg.model.variant} "
                                                             f"{cfg.model.expert or ''}".strip()))

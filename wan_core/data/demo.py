@@ -50,6 +50,9 @@ def make_demo_dataset(out: str | Path, videos: int = 4, frames: int = DEMO_FRAME
     out = Path(out).absolute()
     if videos < 1:
         raise UserError(f"--videos {videos}: must be at least 1")
+    if "," in str(out):
+        raise UserError(f"--output {out}: data.txt lists a dataset as `folder,data.json`, so its path cannot contain "
+                        "a comma (MindSpeed-MM reads it the same way); choose a path without one")
     with atomic_output_dir(out, "make-demo-dataset", overwrite) as tmp:
         (tmp / "videos").mkdir()
         entries = []

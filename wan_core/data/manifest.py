@@ -56,6 +56,9 @@ def read_data_txt(data_txt: str | Path) -> list[tuple[Path, Path, int]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = [p.strip() for p in line.split(",")]
+        if len(parts) > 2:
+            raise UserError(f"{data_txt} line {n}: {len(parts)} comma-separated fields; a line is `folder,data.json` "
+                            "and neither path may contain a comma (move the dataset to a path without one)")
         if len(parts) != 2 or not all(parts):
             rows.append((None, None, n))
             continue

@@ -47,7 +47,7 @@ def training_document(data_json, model_json, read) -> dict:
     where = f"{data_json}: preprocess_parameters"
     return {"model": {"from_pretrained": str(Path(pretrained).parent), "variant": spec.name, "task": task,
                       "expert": expert},
-            "data": {"data_txt": get_field(basic, "data_path", str, f"{data_json}: basic_parameters"),
+            "data": {"data_txt": _data_path(basic, data_json),
                      "num_frames": get_field(pre, "num_frames", int, where, 49),
                      "height": get_field(pre, "max_height", int, where, 480),
                      "width": get_field(pre, "max_width", int, where, 832),
@@ -137,6 +137,12 @@ def sampling_fields(path: str) -> dict:
         raise UserError(f"{src}: use_prompt_preprocess true is not supported (prompts are encoded as written); "
                         "set it to false, as MindSpeed-MM's Wan2.2 examples do")
     size = get_int_list(cfg, "pipeline_config.input_size", 3, src) or get_int_list(cfg, "input_size", 3, src)
+    if size:  # every Wan2.2 VAE has the same temporal stride: the file's own size is named, not --size
+        from wan_core.model import variants
+
+        problem = next(iter(variants.REGISTRY.values())).frames_problem(size[0])
+        if problem:
+            raise UserError(f"{src}: pipeline_config.input_size {list(size)}: {problem}")
     guidance = get_field(cfg, "diffusion.guidance_scale", (float, list), src)
     if isinstance(guidance, list) and not all(isinstance(g, (int, float)) for g in guidance):
         raise UserError(f"{src}: diffusion.guidance_scale must be a number or a list of numbers, got {guidance!r}")
@@ -160,3 +166,12 @@ def sampling_fields(path: str) -> dict:
         scheduler_overrides=_scheduler_overrides(get_field(cfg, "diffusion", dict, src, {}), src),
         videos_per_prompt=get_field(cfg, "num_inference_videos_per_sample", int, src, 1),
         image_paths_base=str(Path.cwd()))  # MindSpeed-MM opens the listed images from the working folder
+
+
+def _data_path(basic: dict, data_json) -> str:
+    """dataset_param.basic_parameters.data_path: the data.txt listing the datasets (MindSpeed-MM needs it too)."""
+    value = get_field(basic, "data_path", str, f"{data_json}: dataset_param.basic_parameters")
+    if not value:
+        raise UserError(f"{data_json}: dataset_param.basic_parameters.data_path is missing; it names the data.txt "
+                        "that lists the datasets (lines `folder,data.json`), e.g. \"./examples/wan2.2/data.txt\"")
+    return value

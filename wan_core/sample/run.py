@@ -217,6 +217,7 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     from tqdm import tqdm
 
     from wan_core.device import compile_wanted, compute_dtype, default_device
+    from wan_core.progress import ProgressLines
     from wan_core.sample.outputs import gif_data_uri, save_sample
     from wan_core.sample.sampler import SampleRequest, WanSampler, conditioning_size
 
@@ -227,6 +228,9 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
                          offload=job.offload,
                          compile_blocks=compile_wanted(job.compile, device), lora=job.lora, lora_2=job.lora_2,
                          lora_scale=job.lora_scale, group=worker.group)
+    # a progress bar on a terminal; off one (a pod's log), a line per denoising step or per 5% of all of this
+    # worker's steps, whichever is rarer, from the first group's writer
+    lines = not progress and worker.writes and rank == 0
     progress = progress and worker.writes
     mine = list(range(rank, len(prompts), world))
     records, previews = [], {}
@@ -242,7 +246,8 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
             batches[-1].append(i)
         else:
             batches.append([i])
-    for batch in batches:
+    log = ProgressLines(len(batches) * settings.steps) if lines else None
+    for n, batch in enumerate(batches):
         height, width = sizes[batch[0]]
         batch_settings = dataclasses.replace(settings, height=height, width=width)
         requests = [SampleRequest(prompts[i], job.seed + i, images[i]) for i in batch]
@@ -254,6 +259,8 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
                 getattr(torch, device.type).synchronize()
             stamps.append(time.perf_counter())
             steps.update()
+            if log is not None:
+                log.update("sampling: step", extra=f", {'video' if job.batch_size == 1 else 'batch'} {n + 1}/{len(batches)}")
 
         videos = sampler(requests, batch_settings, on_step=on_step)
         steps.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Literal
@@ -85,6 +86,13 @@ class TrainSection(Section):
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
     clip_grad: float = Field(1.0, ge=0, description="gradient-norm clip (0: none)")
     warmup: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="after the warm-up: constant, or a linear / cosine decay from lr to min_lr at iters "
+        "(Megatron's lr-decay-style)")
+    min_lr: float = Field(0.0, ge=0, description="where the linear / cosine decay ends")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
     micro_batch_size: int = Field(1, ge=1, description="clips per process per forward pass")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     dtype: Literal["fp32", "bf16"] = Field("fp32", description="compute dtype (master weights stay fp32)")
@@ -92,13 +100,63 @@ class TrainSection(Section):
     compile: Literal["auto", "on", "off"] = Field("auto", description="regional compilation (auto: on CUDA)")
     lora: LoraSettings | None = Field(None, description="set: train LoRA adapters instead of the whole DiT")
     keep_last: int = Field(2, ge=1, description="checkpoints kept")
-    log_interval: int = Field(1, ge=1, description="steps between log lines")
+    log_interval: int = Field(1, ge=1, description="steps between log lines on a terminal (off a terminal: every "
+                              "step or every 5%, whichever is rarer)")
+    stop_grace_s: int = Field(60, ge=1, description="on SIGTERM (eviction, node drain): seconds to finish the step "
+                              "and save a checkpoint; the Kubernetes manifests give the pod this plus a margin")
 
     @field_validator("compile", mode="before")
     @classmethod
     def _on_off(cls, value):
         """YAML 1.1 reads an unquoted on / off as true / false."""
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+# optimizer and schedule settings a resumed run takes from its config (the checkpoint's are replaced, and the
+# changes are listed); the settings a checkpoint cannot be continued under are refused (RESUME_FIXED)
+RESUME_CHANGEABLE = ("train.lr", "train.min_lr", "train.warmup", "train.lr_schedule", "train.adam_beta1",
+                     "train.adam_beta2", "train.adam_eps", "train.weight_decay", "train.clip_grad", "train.iters")
+RESUME_FIXED = ("model.variant", "model.task", "model.expert", "train.lora.targets", "train.lora.rank")
+
+
+def learning_rate(train: "TrainSection", step: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): a linear warm-up to lr, then constant or a
+    linear / cosine decay to min_lr at iters (Megatron's schedule). A function of the config and the step only, so a
+    resumed run follows the config it is given."""
+    import math
+
+    if train.warmup and step < train.warmup:
+        return train.lr * (step + 1) / train.warmup
+    if train.lr_schedule == "constant":
+        return train.lr
+    progress = min(1.0, (step - train.warmup) / max(1, train.iters - train.warmup))
+    factor = 1.0 - progress if train.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return train.min_lr + (train.lr - train.min_lr) * factor
+
+
+def _dotted(document: dict, key: str):
+    value = document
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def resume_changes(saved: dict, cfg: "TrainConfig") -> list[str]:
+    """What a resumed run's config changes against its checkpoint's (`saved`, that run's config as a mapping): the
+    optimizer and schedule settings as "key old -> new" (they apply from the next step); a UserError for the settings
+    a checkpoint cannot continue under (another variant, task or expert, LoRA on or off, other LoRA targets/rank)."""
+    new = cfg.to_dict()
+    if (saved.get("train", {}).get("lora") is None) != (cfg.train.lora is None):
+        was = "LoRA adapters" if cfg.train.lora is None else "the whole DiT"
+        raise UserError(f"the checkpoint being resumed trained {was}; train.lora cannot change on resume: restore "
+                        "it, or give this run its own save_path")
+    fixed = [key for key in RESUME_FIXED if _dotted(saved, key) != _dotted(new, key)]
+    if fixed:
+        listed = ", ".join(f"{k} {_dotted(saved, k)!r} -> {_dotted(new, k)!r}" for k in fixed)
+        raise UserError(f"the checkpoint being resumed was trained with other settings that cannot change on resume "
+                        f"({listed}); restore them, or give this run its own save_path")
+    return [f"{key} {_dotted(saved, key)} -> {_dotted(new, key)}" for key in RESUME_CHANGEABLE
+            if _dotted(saved, key) is not None and _dotted(saved, key) != _dotted(new, key)]
 
 
 class ParallelSection(Section):
@@ -253,6 +311,22 @@ def validated(model: type[BaseModel], raw):
 
 
 # -- documents and overrides --------------------------------------------------------------------------------
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML as people write numbers: PyYAML follows YAML 1.1, where `1e-4` (no dot) and `5e-6` are strings;
+    YAML 1.2 and every JSON reader take them as numbers, and so do we."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$"
+               r"|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: plain data only
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`a.b=c` assignments; values parsed as YAML scalars (numbers, true/false, null, strings)."""
     for item in overrides:
@@ -266,7 +340,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise UserError(f"--set {key}: {part} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+            node[parts[-1]] = yaml_load(value) if value.strip() else ""
         except yaml.YAMLError:
             node[parts[-1]] = value
         if key.strip() in PATH_KEYS and isinstance(node[parts[-1]], str):
@@ -301,7 +375,7 @@ def config_from_dict(raw: dict, base: Path) -> TrainConfig:
 def parse_document(text: str, where: str, json_only: bool = False) -> dict:
     """A config document's mapping (YAML is a superset of JSON)."""
     try:
-        raw = json.loads(text) if json_only else yaml.safe_load(text)
+        raw = json.loads(text) if json_only else yaml_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise UserError(f"config {where}: not valid {'JSON' if json_only else 'YAML'} ({exc})") from None
     raw = {} if raw is None else raw

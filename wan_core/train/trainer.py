@@ -26,15 +26,55 @@ from wan_core.parallel.env import barrier, is_distributed, is_rank0
 from wan_core.model.variants import EXPERT_SLOT
 from wan_core.train import objective
 from wan_core.train.checkpoint import CheckpointManager
-from wan_core.train.config import TrainConfig
+from wan_core.progress import ProgressLines
+from wan_core.train.config import TrainConfig, learning_rate, resume_changes
 from wan_core.train.inputs import build_encoders, data_source
 
 log = logging.getLogger("wan22.train")
 METRICS = "metrics.jsonl"
+# how gloo / NCCL / HCCL report that a peer process went away (the launcher then says which rank and why)
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+             "HCCL", "Socket Timeout")
 
 
 class TrainingDiverged(UserError):
     pass
+
+
+class TrainingStopped(UserError):
+    """SIGTERM stopped the run after a step (and a checkpoint, when the grace period allowed one)."""
+    exit_status = 143  # 128 + SIGTERM, as a process killed by it reports
+    rank0_only = True  # every rank stops with it; one paragraph is enough
+
+
+class StopRequest:
+    """SIGTERM (Kubernetes evicting or draining the pod, torchrun passing it on) as a request: the loop finishes the
+    step it is in, saves, and stops (torchrun kills the ranks after its shutdown timeout, set to the grace period)."""
+
+    def __init__(self):
+        self.at: float | None = None
+        self.previous = None
+
+    def __enter__(self):
+        import signal
+
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.signal(signal.SIGTERM, self.previous)
+
+    def _handle(self, signum, frame):
+        if self.at is None:  # torchrun sends it more than once; Ctrl-C (SIGINT) still stops at once
+            self.at = time.monotonic()
+            if is_rank0():
+                print("SIGTERM: stopping after this step with a checkpoint", file=sys.stderr, flush=True)
+
+    @property
+    def requested(self) -> bool:
+        return self.at is not None
 
 
 def provenance(cfg: TrainConfig, manifest_digest: str | None) -> dict:
@@ -51,11 +91,13 @@ def provenance(cfg: TrainConfig, manifest_digest: str | None) -> dict:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, device: torch.device | None = None):
+    def __init__(self, cfg: TrainConfig, device: torch.device | None = None, resume_from: int | None = None):
         from wan_core.device import compute_dtype, default_device
         from wan_core.parallel.mesh import ParallelDims
 
         self.cfg = cfg
+        self.stop = StopRequest()
+        self.last_save_s: float | None = None
         world = torch.distributed.get_world_size() if is_distributed() else 1
         self.dims = ParallelDims.of(cfg.parallel, world)  # the real world (a torchrun started by hand included)
         from wan_core.storage import is_url
@@ -84,19 +126,59 @@ class Trainer:
             self.lo, self.hi = self.schedule.index_range(o.min_timestep_boundary or 0.0,
                                                          1.0 if o.max_timestep_boundary is None else
                                                          o.max_timestep_boundary)
-        self.entries, self.manifest_digest, self.features = self.build_data_source()
-        self.model = self.build_model()
-        # LoRA: only the adapters are trainable, so only they (and their moments) are in the optimizer
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.train.lr, betas=(0.9, 0.999), eps=1e-8,
-                                           weight_decay=cfg.train.weight_decay)
-        warmup = cfg.train.warmup
-        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
         self.checkpoints = CheckpointManager(self.save_path, cfg.train.keep_last, self.mirror,
                                              trainable_only=cfg.train.lora is not None,
                                              remote=cfg.save_path if self.mirror is not None else None)
+        self.claim_save_path()
+        # where this run continues from, checked before any weight loads: the iteration, its trainer state (None for
+        # a MindSpeed-MM checkpoint, whose weights become the initial ones), and what the config changed since
+        self.resume_step = self.checkpoints.resume_point(resume_from, warn=self.say)
+        self.saved_state = self.read_saved_state()
+        self.changes = resume_changes(self.saved_state["config"], cfg) if self.saved_state else []
+        self.entries, self.manifest_digest, self.features = self.build_data_source()
+        self.model = self.build_model()
+        # LoRA: only the adapters are trainable, so only they (and their moments) are in the optimizer
+        t = cfg.train
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                           lr=learning_rate(t, 0), betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
+                                           weight_decay=t.weight_decay)
         self.step = 0
         self.encoders = None
+
+    def say(self, message: str) -> None:
+        if is_rank0():
+            print(message, file=sys.stderr, flush=True)
+
+    def claim_save_path(self) -> None:
+        """Rank 0 checks (and marks) the save folder; every rank stops with its verdict (no rank waits alone)."""
+        from wan_core.train.checkpoint import claim_save_path
+
+        problem = None
+        if is_rank0():
+            try:
+                claim_save_path(self.cfg.save_path)
+            except UserError as exc:
+                problem = str(exc)
+        if is_distributed():
+            box = [problem]
+            torch.distributed.broadcast_object_list(box, src=0)
+            problem = box[0]
+        if problem:
+            raise UserError(problem)
+
+    def read_saved_state(self) -> dict | None:
+        """The resume point's trainer_state.json, or None (a fresh run, or a MindSpeed-MM iteration)."""
+        from wan_core.weights.checkpoint_layout import TRAINER_STATE, iteration_dir
+
+        if self.resume_step is None:
+            return None
+        path = iteration_dir(self.checkpoints.root, self.resume_step) / TRAINER_STATE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc})") from None
 
     # -- building blocks ---------------------------------------------------------------------------
     def build_data_source(self):
@@ -110,10 +192,20 @@ class Trainer:
         from wan_core.device import compile_wanted
         from wan_core.model.dit import WanDiT
 
+        from wan_core.weights.layouts import VariantMismatch, check_variant
+
         cfg = self.cfg
         source = cfg.load_path or str(Path(cfg.model.from_pretrained) / EXPERT_SLOT[cfg.model.expert or "high"])
+        what = "load_path" if cfg.load_path else "model.from_pretrained"
+        if self.resume_step is not None and self.saved_state is None:  # a MindSpeed-MM iteration: its weights
+            source, what = str(self.checkpoints.root), "save_path"
+            self.say(f"warning: {source} holds MindSpeed-MM's iteration {self.resume_step}: training continues from "
+                     "its weights with a fresh optimizer state")
         try:
+            check_variant(source, cfg.model.variant, what)  # from the headers, before any tensor loads
             model = wan_core.load_dit(source, dtype=torch.float32)
+        except VariantMismatch:
+            raise
         except UserError as exc:
             if not cfg.allow_random_init:
                 raise UserError(f"cannot load the initial weights ({exc}). Fix load_path / model.from_pretrained, or "
@@ -266,17 +358,22 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
             grad_norm = grad_norm.full_tensor()
-        if is_distributed():  # the mean over data-parallel groups (CP ranks of a group hold the same loss)
-            t = torch.tensor([total], dtype=torch.float64, device=self.device)
+        stop = self.stop.requested
+        if is_distributed():  # the mean over data-parallel groups (CP ranks of a group hold the same loss); and
+            # whether any rank received SIGTERM, so that all stop after the same step
+            t = torch.tensor([total, float(stop)], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(t)
-            total = float(t) / torch.distributed.get_world_size()
+            total, stop = float(t[0]) / torch.distributed.get_world_size(), bool(t[1] > 0)
+        if stop:
+            self.stop.at = self.stop.at or time.monotonic()  # another rank received it: stop with it
         if not math.isfinite(total) or not math.isfinite(float(grad_norm)):
             raise TrainingDiverged(f"step {self.step + 1}: loss {total} / grad norm {float(grad_norm)} is not finite; "
                                    f"stopping (last checkpoint: {self.checkpoints.latest()}). Lower train.lr or check "
                                    "the data")
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = learning_rate(self.cfg.train, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
-        self.lr_schedule.step()
         samples = sum(len(b["position"]) for b in micro_batches) * self.dp_size
         return {"step": self.step + 1, "loss": total, "lr": lr, "grad_norm": float(grad_norm),
                 "samples_per_s": samples / (time.perf_counter() - t0)}
@@ -287,22 +384,28 @@ class Trainer:
         model_config = getattr(self.model, "config", None)
         return {"step": self.step, "model_config": model_config.to_diffusers() if model_config else None,
                 "sampler_position": self.step * t.micro_batch_size * self.dp_size * t.grad_accum,
-                "lr_schedule": self.lr_schedule.state_dict(), "provenance": provenance(self.cfg, self.manifest_digest),
+                "provenance": provenance(self.cfg, self.manifest_digest),
                 "config": self.cfg.to_dict()}
 
     def save(self) -> None:
+        started = time.monotonic()
         self.checkpoints.save(self.step, self.model, self.optimizer, self.trainer_state())
+        self.last_save_s = time.monotonic() - started
 
     def resume(self) -> None:
-        step = self.checkpoints.latest()
-        if step is None:
+        if self.resume_step is None:
             return
-        state = self.checkpoints.load(step, self.model, self.optimizer)
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-        self.step = state["step"]
-        if is_rank0():  # a person should know a run continued, and from where
-            print(f"resumed from {self.save_path} at step {self.step} (iter_{self.step:07d})", file=sys.stderr,
-                  flush=True)
+        if self.saved_state is None:  # MindSpeed-MM's iteration: its weights are loaded, the count continues
+            self.step = self.resume_step
+            return
+        self.checkpoints.load(self.resume_step, self.model, self.optimizer)
+        t = self.cfg.train
+        for group in self.optimizer.param_groups:  # the config's settings, not the checkpoint's
+            group.update(betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps, weight_decay=t.weight_decay)
+        self.step = self.saved_state["step"]
+        # a person should know a run continued, from where, and what changed
+        changed = f"; changed since then: {', '.join(self.changes)}" if self.changes else ""
+        self.say(f"resumed from {self.save_path} at step {self.step} (iter_{self.step:07d}){changed}")
 
     def truncate_metrics(self) -> None:
         """After a resume, drop metrics lines past the restored step so each step appears once."""
@@ -325,8 +428,12 @@ class Trainer:
                 self.mirror.pull()
         barrier()
         self.resume()
-        if self.step >= cfg.train.iters:
-            log.info("nothing to do: step %d >= train.iters %d", self.step, cfg.train.iters)
+        if self.step > cfg.train.iters:
+            raise UserError(f"{self.save_path} holds a checkpoint at step {self.step}, past train.iters "
+                            f"{cfg.train.iters}: raise train.iters above {self.step} to continue that run, or pass "
+                            "--overwrite (or another save_path) to start afresh")
+        if self.step == cfg.train.iters:
+            self.say(f"nothing to do: the checkpoint in {self.save_path} is already at train.iters ({self.step})")
             return {"step": self.step}
         self.truncate_metrics()
         writer = metrics_file = None
@@ -336,22 +443,30 @@ class Trainer:
             metrics_file = open(self.save_path / METRICS, "a")
         loader = iter(self.build_loader(self.step))
         last = {}
+        progress = ProgressLines(cfg.train.iters, start=self.step)
+        on_terminal = sys.stderr.isatty()
         try:
-            while self.step < cfg.train.iters:
-                micro = [next(loader) for _ in range(cfg.train.grad_accum)]
-                last = self.train_step(micro)
-                self.step += 1
-                if rank0:
-                    metrics_file.write(json.dumps(last) + "\n")
-                    metrics_file.flush()
-                    for key in ("loss", "lr", "grad_norm", "samples_per_s"):
-                        writer.add_scalar(f"train/{key}", last[key], self.step)
-                if rank0 and (self.step % cfg.train.log_interval == 0 or self.step == cfg.train.iters):
-                    print(f"step {self.step}/{cfg.train.iters} loss {last['loss']:.5f} lr {last['lr']:.2e} "
-                          f"grad_norm {last['grad_norm']:.3f} {last['samples_per_s']:.2f} samples/s",
-                          file=sys.stderr, flush=True)
-                if self.step % cfg.train.save_interval == 0 or self.step == cfg.train.iters:
-                    self.save()
+            with self.stop:
+                while self.step < cfg.train.iters:
+                    micro = [next(loader) for _ in range(cfg.train.grad_accum)]
+                    last = self.train_step(micro)
+                    self.step += 1
+                    if rank0:
+                        metrics_file.write(json.dumps(last) + "\n")
+                        metrics_file.flush()
+                        for key in ("loss", "lr", "grad_norm", "samples_per_s"):
+                            writer.add_scalar(f"train/{key}", last[key], self.step)
+                    # a terminal: every log_interval steps; a log (a pod's): every step or 5%, whichever is rarer
+                    due = self.step % cfg.train.log_interval == 0 if on_terminal else progress.due(self.step)
+                    if rank0 and (due or self.step == cfg.train.iters):
+                        print(f"step {self.step}/{cfg.train.iters} loss {last['loss']:.5f} lr {last['lr']:.2e} "
+                              f"grad_norm {last['grad_norm']:.3f} {last['samples_per_s']:.2f} samples/s, "
+                              f"{progress.timing(self.step)}", file=sys.stderr, flush=True)
+                    saved = self.step % cfg.train.save_interval == 0 or self.step == cfg.train.iters
+                    if saved:
+                        self.save()
+                    if self.stop.requested and self.step < cfg.train.iters:
+                        self.stop_now(saved)
         finally:
             if rank0:
                 metrics_file.close()
@@ -360,8 +475,23 @@ class Trainer:
             self.mirror.push(files=("metrics.jsonl", "config.resolved.json", "tensorboard"))
         return last
 
+    def stop_now(self, saved: bool) -> None:
+        """After SIGTERM: a checkpoint of this step when the grace period still has room for one (the last save's
+        duration tells), then TrainingStopped saying where the next run resumes."""
+        grace = self.cfg.train.stop_grace_s
+        elapsed = time.monotonic() - self.stop.at
+        if not saved and (self.last_save_s is None or elapsed + self.last_save_s <= grace):
+            self.save()
+            saved = True
+        where = self.checkpoints.latest()
+        resume = f"iter_{where:07d}" if where is not None else "the start (no checkpoint yet)"
+        note = "" if saved else (f" (no time left in train.stop_grace_s = {grace} s for a checkpoint of step "
+                                 f"{self.step})")
+        raise TrainingStopped(f"stopped by SIGTERM after step {self.step}{note}; run the same command again to resume "
+                              f"from {resume} in {self.cfg.save_path}")
 
-def run_training(cfg: TrainConfig) -> dict:
+
+def run_training(cfg: TrainConfig, resume_from: int | None = None) -> dict:
     from wan_core.parallel.env import device_for, init_distributed
 
     torch.manual_seed(cfg.train.seed)
@@ -370,7 +500,12 @@ def run_training(cfg: TrainConfig) -> dict:
         torch.set_num_threads(threads)
     penv = init_distributed(cfg.parallel.timeout_s)
     try:
-        return Trainer(cfg, device=device_for(penv)).train()
+        return Trainer(cfg, device=device_for(penv), resume_from=resume_from).train()
+    except RuntimeError as exc:
+        if penv is None or not any(m in str(exc) for m in PEER_LOST):
+            raise
+        raise UserError(f"rank {penv.rank}: another rank stopped in the middle of a step (the collective failed: "
+                        f"{str(exc).split('. ')[0].split('] ')[-1]})") from None
     finally:
         if is_distributed():
             torch.distributed.destroy_process_group()

@@ -71,14 +71,63 @@ def checkpoint_dir(folder, value: int | str):
 
 
 # -- DCP training iterations -----------------------------------------------------------------------------
-def check_dcp_complete(folder: Path) -> None:
-    if not (folder / ".metadata").is_file():
+def _size(path) -> int | None:
+    """A file's size in bytes (local Path or Location), None when it does not exist."""
+    try:
+        return path.size() if hasattr(path, "size") else path.stat().st_size
+    except (OSError, FileNotFoundError):
+        return None
+
+
+def verify_iteration(folder) -> None:
+    """A DCP iteration is complete: its .metadata reads, and every shard file it names is there and at least as
+    long as the metadata says (a truncated or empty shard, a save cut short, a copy that stopped). Only sizes are
+    read, so it costs milliseconds at any model size. A UserError names the first bad file."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such checkpoint folder")
+    metadata_file = folder / ".metadata"
+    if not metadata_file.is_file():
         raise UserError(f"{folder}: incomplete DCP checkpoint (no .metadata); it was probably interrupted while saving")
+    reader_cls = FileSystemReader
+    if not isinstance(folder, Path):
+        from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+
+        reader_cls = FsspecReader
+    try:
+        metadata = reader_cls(str(folder)).read_metadata()
+    except Exception as exc:  # an empty or cut-off pickle; torch raises whatever its unpickler meets
+        raise UserError(f"{metadata_file}: unreadable, truncated or corrupted ({type(exc).__name__})") from None
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, length in sorted(needed.items()):
+        size = _size(folder / name)
+        if size is None:
+            raise UserError(f"{folder / name}: missing (the checkpoint's .metadata names it)")
+        if size < length:
+            state = "empty" if size == 0 else f"truncated ({size} of {length} bytes)"
+            raise UserError(f"{folder / name}: {state}")
+
+
+def last_complete_iteration(save_path, below: int | None = None) -> int | None:
+    """The newest iteration in a training folder (below `below`, when given) that verify_iteration accepts."""
+    folder = training_folder(save_path)
+    for step in reversed(iteration_steps(folder)):
+        if below is not None and step >= below:
+            continue
+        try:
+            verify_iteration(iteration_dir(folder, step))
+        except UserError:
+            continue
+        return step
+    return None
 
 
 def latest_iteration(save_path) -> int | None:
-    """The iteration a training folder's pointer names, if its checkpoint is complete (has .metadata). The folder is
-    a local path or a wan_core.storage.Location (an object store, where every rank wrote its own shards)."""
+    """The iteration a training folder's pointer names, if its checkpoint is complete (verify_iteration). The folder
+    is a local path or a wan_core.storage.Location (an object store, where every rank wrote its own shards)."""
     folder = training_folder(save_path)
     value = read_pointer(folder)
     if value is None:
@@ -86,8 +135,20 @@ def latest_iteration(save_path) -> int | None:
     if value == RELEASE:
         raise UserError(f"{folder / POINTER_FILE}: expected an iteration number of a training run, "
                         "found 'release' (a converted checkpoint, not a training folder)")
-    check_dcp_complete(iteration_dir(folder, value))
+    if not iteration_dir(folder, value).is_dir():
+        have = [iteration_name(s) for s in iteration_steps(folder)]
+        raise UserError(f"{folder / POINTER_FILE} names {iteration_name(value)}, which does not exist (the folder "
+                        f"holds {', '.join(have) or 'no iteration'}); was it moved or deleted?")
+    verify_iteration(iteration_dir(folder, value))
     return value
+
+
+def incomplete_advice(save_path, bad: int | None) -> str:
+    """What to do about a bad checkpoint: the last complete one to use instead, or that there is none."""
+    good = last_complete_iteration(save_path, below=bad)
+    if good is None:
+        return "there is no complete earlier checkpoint in this folder"
+    return f"the last complete checkpoint is {iteration_name(good)} (--iteration {good} / --resume-from {good})"
 
 
 def training_iteration(save_path, iteration: str | int | None):
@@ -97,7 +158,11 @@ def training_iteration(save_path, iteration: str | int | None):
     if not save_path.is_dir():
         raise UserError(f"--source {save_path}: no such training output folder")
     if iteration in (None, "latest"):
-        iteration = latest_iteration(save_path)
+        try:
+            iteration = latest_iteration(save_path)
+        except UserError as exc:
+            bad = read_pointer(save_path)
+            raise UserError(f"{exc}; {incomplete_advice(save_path, bad if isinstance(bad, int) else None)}") from None
         if iteration is None:
             raise UserError(f"--source {save_path}: no {POINTER_FILE} (no complete checkpoint yet); pass --iteration N")
     try:
@@ -108,7 +173,10 @@ def training_iteration(save_path, iteration: str | int | None):
     if not folder.is_dir():
         have = [iteration_name(s) for s in iteration_steps(save_path)]
         raise UserError(f"--source {save_path}: no checkpoint for iteration {step} (have: {', '.join(have) or 'none'})")
-    check_dcp_complete(folder)
+    try:
+        verify_iteration(folder)
+    except UserError as exc:
+        raise UserError(f"{exc}; {incomplete_advice(save_path, step)}") from None
     return folder
 
 

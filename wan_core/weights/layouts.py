@@ -221,6 +221,35 @@ def validate_checkpoint(ckpt: Checkpoint) -> dict[str, str]:
     return names
 
 
+def describe_architecture(config: WanConfig) -> str:
+    """"the ti2v-5b architecture (dim 3072, 30 layers, in_channels 48)", or the numbers for other sizes."""
+    from dataclasses import asdict
+
+    numbers = f"dim {config.dim}, {config.num_layers} layers, in_channels {config.in_channels}"
+    fields = asdict(config)
+    name = next((n for n, p in PRESETS.items() if all(fields.get(k) == v for k, v in p.items())), None)
+    return f"the {name} architecture ({numbers})" if name else numbers
+
+
+class VariantMismatch(UserError):
+    """Weights of one variant given where another's are expected."""
+
+
+def check_variant(path, variant: str, what: str, against: str = "the config's model.variant is") -> None:
+    """Before any tensor loads: the weights at `path` (their safetensors headers, DCP metadata or config.json) are
+    `variant`'s (its DiT input channels tell the variants apart). `what` names the config key that gave `path`."""
+    from wan_core.model import variants
+
+    slots = find_checkpoints(path)
+    ckpt = slots.get("") or slots.get("transformer") or next(iter(slots.values()))
+    found = variants.by_in_channels(ckpt.config.in_channels)
+    if found is None or found.name != variant:
+        holds = f"{found.name} weights" if found else "weights of no Wan2.2 variant"
+        raise VariantMismatch(f"{what} {path} holds {holds} ({describe_architecture(ckpt.config)}), but {against} "
+                        f"{variant}; give {variant} weights, or the {found.name if found else 'matching'} "
+                        f"{'model' if 'config' not in against else 'variant'} those weights are for")
+
+
 # -- loading a model -------------------------------------------------------------------------------
 def load_dit(path, dtype: torch.dtype | None = None, device=None, expert: str | None = None, shard_mesh=None):
     """A `WanDiT` from any recognised folder; for two-expert folders pick `expert` ('high' / 'low').
