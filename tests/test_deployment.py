@@ -363,10 +363,14 @@ def test_cli_manifests_validate(profile, run_cli):
         assert_runs_in_a_profile_namespace(dict(metadata=template["metadata"], security=template["spec"]["securityContext"],
                                                 requests=template["spec"]["containers"][0]["resources"]["requests"]))
         assert job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "a"}
+        # training's pod waits for the checkpoint it writes on SIGTERM: train.stop_grace_s (60) plus 30 s
+        assert template["spec"].get("terminationGracePeriodSeconds") == (90 if step == "train" else None)
     for launcher in KINDS:
         (job,) = run_cli("k8s", "train-job", "--launcher", launcher, "--config", "/data/t.yaml", "--nnodes", "2",
-                         *common)
+                         "--stop-grace-s", "120", "--max-restarts", "3", *common)
         assert_valid(job, f"k8s train-job {launcher}")
+        text = yaml.safe_dump(job)
+        assert text.count("terminationGracePeriodSeconds: 150") >= 1 and "--max-restarts" in text
         for doc in run_cli("k8s", "rbac", "--namespace", "ml", "--launcher", launcher):
             assert_valid(doc, f"rbac {doc['kind']}")
 

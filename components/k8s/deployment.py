@@ -112,6 +112,19 @@ def pod_env(deployment: Deployment) -> list[dict]:
     return env
 
 
+GRACE_MARGIN_S = 30  # after training's checkpoint on SIGTERM: torchrun's shutdown and the process's exit
+
+
+def termination_grace_s(stop_grace_s: int | None = None) -> int:
+    """A training pod's terminationGracePeriodSeconds: Kubernetes sends SIGTERM, then SIGKILL after this long; the
+    config's train.stop_grace_s (its default when None) for the step and its checkpoint, plus the margin."""
+    if stop_grace_s is None:
+        from wan_core.train.config import TrainSection
+
+        stop_grace_s = TrainSection.model_fields["stop_grace_s"].default
+    return stop_grace_s + GRACE_MARGIN_S
+
+
 def pod_template(deployment: Deployment, command: list[str], devices: int = 0, restart_policy: str = "Never",
                  container_name: str = "wan22") -> dict:
     """The pod every wan22 step or training node runs in, as a plain dict (no null fields): metadata that opts out

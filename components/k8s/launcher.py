@@ -26,7 +26,7 @@ import signal
 import sys
 import time
 
-from components.k8s.deployment import Deployment, pod_template
+from components.k8s.deployment import Deployment, pod_template, termination_grace_s
 from components.k8s.manifests import k8s_name
 from wan_core.errors import UserError
 
@@ -106,14 +106,11 @@ def _metadata(spec: LaunchSpec) -> dict:
     return meta
 
 
-GRACE_MARGIN_S = 30  # after the checkpoint: torchrun's shutdown and the process's exit
-
-
 def _pod(spec: LaunchSpec, container_name: str, restart_policy: str = "Never") -> dict:
     d = spec.deployment
     template = pod_template(d, spec.command, d.devices_per_node, restart_policy, container_name)
     # Kubernetes sends SIGTERM, then SIGKILL after this: room for the step, the checkpoint and the exit
-    template["spec"]["terminationGracePeriodSeconds"] = spec.grace_s + GRACE_MARGIN_S
+    template["spec"]["terminationGracePeriodSeconds"] = termination_grace_s(spec.grace_s)
     return template
 
 

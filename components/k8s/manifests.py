@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from wan_core.errors import UserError
-from components.k8s.deployment import Deployment, pod_template
+from components.k8s.deployment import Deployment, pod_template, termination_grace_s
 
 STEPS = ("validate-dataset", "convert", "cache-features", "train", "consolidate", "export", "export-lora", "merge-lora",
          "sample")  # every wan22 command a pipeline step runs
@@ -27,5 +27,7 @@ def step_job(step: str, args: list[str], deployment: Deployment, devices: int = 
         metadata["namespace"] = deployment.namespace
     template = pod_template(deployment, ["wan22", step, *args], devices)
     template["metadata"]["labels"]["wan22/step"] = step
+    if step == "train":  # room for the checkpoint training writes on SIGTERM
+        template["spec"]["terminationGracePeriodSeconds"] = termination_grace_s()
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
             "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 86400, "template": template}}

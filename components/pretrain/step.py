@@ -65,7 +65,7 @@ def pretrain_step(document: str, overrides: list[str], deployment: Deployment, l
             cmd += ["--max-restarts", str(max_restarts)]
         if deployment.devices_per_node > 1:
             cmd += ["--nproc", str(deployment.devices_per_node)]
-        status = subprocess.call(cmd)
+        status = run_forwarding_sigterm(cmd)
         if status:
             raise UserError(f"training failed (exit status {status})")
     else:
@@ -116,3 +116,16 @@ def plan_step(document: str, overrides: list[str], base_model: str, data_txt: st
         SampleLayout(**layout).dims(devices, model_heads(cfg))
     report_md.write_text(f"## Training config ({deployment.world_size} processes)\n\n" + "\n".join(sections))
     return len(experts)
+
+
+def run_forwarding_sigterm(cmd: list[str]) -> int:
+    """Run `cmd`; a SIGTERM this step's pod receives (the run stopped, the node drained) goes on to it, so training
+    writes its checkpoint before the pod goes."""
+    import signal
+
+    proc = subprocess.Popen(cmd)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -67,3 +67,25 @@ def test_impossible_layout_fails_in_the_step_before_any_job_is_submitted(tmp_pat
     with pytest.raises(Submitted):
         pretrain.python_func(**p, curve=artifact("c2.html"), metrics=artifact("m2"))
     assert calls == ["api"]
+
+
+def test_sigterm_reaches_the_training_process():
+    """The step's pod receiving SIGTERM passes it on, so training can write its checkpoint (it exits 143 then)."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from components.pretrain.step import run_forwarding_sigterm
+
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(43))\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    started = time.time()
+    assert run_forwarding_sigterm([sys.executable, "-c", child]) == 43
+    assert time.time() - started < 30
+    assert signal.getsignal(signal.SIGTERM) == before  # this process's own handling is back

@@ -86,8 +86,21 @@ def init_distributed(timeout_s: int = 600) -> ProcessEnv | None:
     kind = accelerator_type()
     if kind != "cpu":
         getattr(torch, kind).set_device(penv.local_rank)
-    torch.distributed.init_process_group(backend=distributed_backend(kind),
-                                         timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    attempt = int_var(os.environ, "TORCHELASTIC_RESTART_COUNT", 0)
+    if not attempt:
+        torch.distributed.init_process_group(backend=distributed_backend(kind), timeout=timeout)
+        return penv
+    # a restart by torchrun (--max-restarts) meets in the same store as the attempt before it, whose dead ranks'
+    # addresses are still there (gloo would wait on them forever): each attempt gets its own key prefix
+    from torch.distributed import PrefixStore, TCPStore
+
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    store = TCPStore(os.environ["MASTER_ADDR"], int_var(os.environ, "MASTER_PORT"), penv.world_size,
+                     is_master=not agent_store and penv.rank == 0, timeout=timeout, multi_tenant=not agent_store)
+    torch.distributed.init_process_group(backend=distributed_backend(kind), timeout=timeout,
+                                         store=PrefixStore(f"wan22/attempt_{attempt}", store), rank=penv.rank,
+                                         world_size=penv.world_size)
     return penv
 
 
