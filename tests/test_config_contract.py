@@ -94,12 +94,10 @@ def test_the_reference_page_is_the_schema():
 
 def test_the_pretrain_step_writes_the_document_every_rank_reads(tiny_checkpoints, tmp_path, artifact, monkeypatch):
     """The step writes one resolved file and starts `wan22 train --config` on it; the ranks read nothing else."""
-    import subprocess
-
     from components.pretrain import step
 
     started = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: started.append(cmd) or 0)
+    monkeypatch.setattr(step, "run_forwarding_sigterm", lambda cmd: started.append(cmd) or 0)
     save = tmp_path / "save"
     out = step.pretrain_step(document(), ["train.grad_accum=2", *wiring(str(tiny_checkpoints["ti2v-5b"]), "m.json",
                                                                        str(save))],

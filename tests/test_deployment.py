@@ -203,6 +203,7 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
     deployment's image, claim, secrets, selectors, tolerations and resources - and requests nothing itself."""
     from components.pretrain import pretrain
     from components.k8s import launcher as launcher_module
+    from wan_core.fsutil import write_marker
 
     deployment, out = compiled
     spec, platform = load(out / "wan22-full.yaml")
@@ -222,6 +223,7 @@ def test_submitted_training_job_carries_the_run_settings(compiled, launcher, tmp
         args = component_args(comp, inputs)
         save = tmp_path / task
         save.mkdir()
+        write_marker(save, "train")  # what the cluster job leaves: a training folder with its metrics
         (save / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5, "lr": 1e-5, "grad_norm": 1.0,
                                                         "samples_per_s": 1.0}) + "\n")
         args.update(manifest=str(tmp_path / "manifest.json"), load_path="/data/base-mm", save_path=str(save),

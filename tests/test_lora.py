@@ -14,12 +14,13 @@ import wan_core
 from wan_core.train.config import DEFAULT_TARGETS, LoraSettings
 from wan_core.train.lora import write_diffusers_lora
 from wan_core.weights.names import convert_key
+from helpers.wan22_cli import run_wan22
 
 RANK, ALPHA = 4, 8.0
 
 
 def wan22(*args, cwd=None):
-    r = subprocess.run([sys.executable, "-m", "wan_core", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    r = run_wan22(*args, cwd=cwd)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 

@@ -11,6 +11,7 @@ from wan_core.memory import (GB, Geometry, inference_activation_bytes, plan_samp
                              train_parts)
 from wan_core.model import WanConfig, WanDiT
 from wan_core.model.rope import rope_tables
+from helpers.wan22_cli import run_wan22
 
 
 def saved_bytes(dim, ffn, tokens, dtype):
@@ -92,7 +93,7 @@ def test_a14b_sampling_needs_offload_on_80gb_and_the_plan_says_so():
 
 
 def cli(*argv):
-    return subprocess.run([sys.executable, "-m", "wan_core", *argv], capture_output=True, text=True)
+    return run_wan22(*argv)
 
 
 def test_plan_and_sample_refuse_a_run_that_does_not_fit(tiny_checkpoints, tmp_path):

@@ -84,7 +84,6 @@ def test_two_ranks_write_to_the_store_and_a_fresh_node_resumes(s3, tmp_path, tin
 def test_the_pretrain_step_keeps_a_url_a_url(s3, tmp_path, tiny_checkpoints, artifact, monkeypatch):
     """The config every rank reads is written to the store (not to `s3:/...` on the local disk), and the step's
     curve reads the store's metrics."""
-    import subprocess as sp
 
     from components.k8s.deployment import Deployment
     from components.pretrain.step import pretrain_step, wiring
@@ -92,9 +91,13 @@ def test_the_pretrain_step_keeps_a_url_a_url(s3, tmp_path, tiny_checkpoints, art
     env, fs = s3
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    from components.pretrain import step
+
     started = []
-    monkeypatch.setattr(sp, "call", lambda cmd: started.append(cmd) or 0)
+    monkeypatch.setattr(step, "run_forwarding_sigterm", lambda cmd: started.append(cmd) or 0)
     url = f"s3://{BUCKET}/runs/step"
+    # what the training run leaves on the store: its folder (marked as training's) with its metrics
+    fs.pipe_file(f"{BUCKET}/runs/step/.wan22-output.json", b'{"command": "train"}')
     fs.pipe_file(f"{BUCKET}/runs/step/metrics.jsonl", json.dumps(
         {"step": 1, "loss": 0.5, "lr": 1e-3, "grad_norm": 1.0, "samples_per_s": 2.0}).encode() + b"\n")
     document = yaml.safe_dump({"model": {"variant": "ti2v-5b"}, "data": {"num_frames": 9, "height": 32, "width": 32}})
@@ -109,15 +112,17 @@ def test_the_pretrain_step_keeps_a_url_a_url(s3, tmp_path, tiny_checkpoints, art
 
 def test_the_demo_dag_on_the_store_resumes_and_equals_a_local_run(s3, tmp_path):
     """`wan22 pipeline run --storage s3://...`: every step reads and writes the run's work folder on the store
-    (manifest, converted base, 2-process checkpoints, consolidated and exported models, samples). A second run with
-    more steps resumes the training from the store; its losses equal an uninterrupted local run of the same config."""
+    (manifest, converted base, checkpoints, consolidated and exported models, samples). A second run with more steps
+    resumes the training from the store; its losses equal an uninterrupted local run of the same config. Training
+    runs on one process here: two ranks writing their shards to the store is the test above."""
     env, fs = s3
     full = {**os.environ, **env, "HF_HUB_OFFLINE": "1"}
     store = f"s3://{BUCKET}/dag"
 
     def dag(name, iters):
         r = subprocess.run([sys.executable, "-m", "wan_core", "pipeline", "run", "--workdir", str(tmp_path / name),
-                            "--iters", str(iters), "--storage", store], capture_output=True, text=True, timeout=1200,
+                            "--iters", str(iters), "--nproc", "1", "--cp", "1", "--storage", store],
+                           capture_output=True, text=True, timeout=1200,
                            env=full)
         assert r.returncode == 0, r.stderr[-3000:]
 

@@ -122,8 +122,10 @@ def config(root, name, ckpt, demo, variant, task=None, expert=None, **extra):
 
 
 def train(folder, *args):
-    r = subprocess.run([sys.executable, "-m", "wan_core", "train", "--config", str(folder / "train.yaml"), *args],
-                       capture_output=True, text=True, timeout=900)
+    """`wan22 train` from this process (the launcher's own function; the ranks are torchrun's processes)."""
+    from helpers.wan22_cli import run_wan22
+
+    r = run_wan22("train", "--config", folder / "train.yaml", *args)
     assert r.returncode == 0, r.stderr[-3000:]
     return [json.loads(x) for x in (folder / "save" / "metrics.jsonl").read_text().splitlines()]
 

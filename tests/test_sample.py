@@ -1,5 +1,6 @@
 """Sampling: frames equal to diffusers' pipelines, expert switching, outputs and bad inputs."""
 import json
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from PIL import Image
 from wan_core.errors import UserError
 from wan_core.sample.run import SampleJob, run_sample
 from wan_core.sample.sampler import SampleRequest, SampleSettings, WanSampler
+from helpers.wan22_cli import run_wan22
 
 PROMPTS = [("a red circle moving from left to right", 11), ("a blue square bouncing", 12)]
 
@@ -98,8 +100,7 @@ def write_lines(path, lines):
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "wan_core", "sample", *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+    return run_wan22("sample", *args, cwd=cwd)
 
 
 def test_cli_outputs_numbering_seeds_and_nproc(tmp_path, tiny_checkpoints):

@@ -12,6 +12,7 @@ from PIL import Image
 import wan_core
 from wan_core.errors import UserError
 from wan_core.model.variants import VARIANTS
+from helpers.wan22_cli import run_wan22
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -95,7 +96,7 @@ def test_load_dit_rejects_bad_folders(tmp_path, tiny_checkpoints):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "wan_core", *args], capture_output=True, text=True, timeout=300)
+    return run_wan22(*args)
 
 
 def test_cli_make_tiny_checkpoint_and_errors(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from wan_core.errors import UserError
+from helpers.wan22_cli import run_wan22
 
 PARAGRAPH_LINES = 8  # a one-paragraph message wraps at 100 columns; a traceback is longer
 
@@ -34,17 +35,7 @@ def write_yaml(folder, ckpt, demo, train_lines: str, save="save", variant="ti2v-
 
 
 def run_cli(*args):
-    """`wan22 ARGS` in this process (the same code path as the command; no interpreter start-up per call)."""
-    import contextlib
-    import io
-    import types
-
-    from wan_core.cli import main
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        status = main([str(a) for a in args])
-    return types.SimpleNamespace(returncode=status, stderr=err.getvalue())
+    return run_wan22(*args)
 
 
 def train(config, *extra):
@@ -302,19 +293,20 @@ def test_misleading_causes_name_the_real_one(tmp_path, tiny_checkpoints):
 # -- 3. SIGTERM and stale temporaries elsewhere --------------------------------------------------------------------
 def test_sample_treats_sigterm_as_ctrl_c(tmp_path, tiny_checkpoints):
     import signal
-    import time
 
     (tmp_path / "p.txt").write_text("a cat\n")
     proc = subprocess.Popen([sys.executable, "-m", "wan_core", "sample", "--model", str(tiny_checkpoints["ti2v-5b"]),
                              "--prompts", str(tmp_path / "p.txt"), "--size", "5", "32", "32", "--steps", "1000",
                              "--output", str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
-    end = time.time() + 120
-    while not list(tmp_path.glob(".out.tmp-*")) and time.time() < end:
-        time.sleep(0.05)
-    time.sleep(1)
+    seen = []
+    for line in proc.stderr:  # inside the denoising loop (its progress lines), with a temporary folder written
+        seen.append(line)
+        if line.startswith("sampling: step"):
+            break
+    assert list(tmp_path.glob(".out.tmp-*")), seen
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "SIGTERM" in err and "Traceback" not in err
+    assert proc.returncode == 143 and "SIGTERM" in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]  # no output, no hidden temporary folder
 
 

@@ -41,7 +41,12 @@ def _owner(folder) -> str | None:
 
 
 def _is_empty(folder) -> bool:
-    return not any(folder.iterdir()) if isinstance(folder, Path) else not folder.fs.ls(folder.path)
+    if isinstance(folder, Path):
+        return not any(folder.iterdir())
+    try:
+        return not folder.fs.ls(folder.path)
+    except FileNotFoundError:  # an object store has no empty folders: nothing under the prefix yet
+        return True
 
 
 def _remove(path) -> None:
@@ -78,8 +83,8 @@ def claim_save_path(save_path: str, overwrite: bool = False) -> str:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"save_path {root}: cannot create it ({os_reason(exc)})") from None
-    elif not root.fs.exists(root.path):
-        root.fs.makedirs(root.path, exist_ok=True)
+    elif root.fs.isfile(root.path):
+        raise UserError(f"save_path {root} exists and is not a folder; give a folder for the checkpoints")
     if _is_empty(root):
         _mark(root)
         return "new"
