@@ -1,8 +1,6 @@
 """LoRA: training holds and saves only the adapters and resumes exactly; the exported file loads in diffusers and
 samples what the merged model samples; merging equals W + scale * (alpha / r) * B @ A."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -1,7 +1,5 @@
 """The memory plan: its parts against independent counts (autograd's saved tensors, the built modules' parameters
 and the optimizer's state), its refusals with the cheapest fitting change, and `wan22 plan` / the launch checks."""
-import subprocess
-import sys
 
 import pytest
 import torch

@@ -1,8 +1,6 @@
 """Sampling: frames equal to diffusers' pipelines, expert switching, outputs and bad inputs."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -1,7 +1,5 @@
 """`make-tiny-checkpoint` output loads in diffusers and samples; load_dit reads it; the CLI behaves."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
