@@ -193,3 +193,26 @@ def test_mindspeed_mm_examples_run_unchanged_from_a_mindspeed_root(tmp_path, tin
         assert index["samples"][0]["image"] == "examples/wan2.2/i2v_input.jpg"
         assert (root / "examples" / "wan2.2" / "samples" / sub / "0000.mp4").is_file()
     assert index["settings"]["boundary_ratio"] == 0.875  # the I2V example's, not the folder's 0.9
+
+
+MM_TRAIN_CONFIGS = [("5B/t2v", "pretrain_model.json"), ("5B/ti2v", "pretrain_model.json"),
+                    ("A14B/t2v", "pretrain_model_high.json"), ("A14B/t2v", "pretrain_model_low.json"),
+                    ("A14B/i2v", "pretrain_model_high.json"), ("A14B/i2v", "pretrain_model_low.json")]
+
+
+@pytest.mark.parametrize("folder,model_file", MM_TRAIN_CONFIGS)
+def test_grids_are_mindspeed_mms_bit_for_bit(folder, model_file, tmp_path, monkeypatch):
+    """Under each MindSpeed-MM config the sigma, timestep and weight grids are WanFlowMatchScheduler's float32
+    ones exactly (torch.equal), built from the file's own diffusion block."""
+    monkeypatch.chdir(tmp_path)
+    cfg = from_mindspeed(os.path.join(SHARED, folder, "data.json"), os.path.join(SHARED, folder, model_file),
+                         ["save_path=s"])
+    o = cfg.objective
+    raw = json.loads(open(os.path.join(SHARED, folder, model_file)).read()).get("diffusion", {})
+    reference = mm_set_timesteps(raw.get("num_train_timesteps", 1000), raw.get("shift", 3.0),
+                                 raw.get("sigma_min", 0.003 / 1.002), raw.get("sigma_max", 1.0),
+                                 raw.get("extra_one_step", False))
+    ours = objective.FlowMatchSchedule(o.num_train_timesteps, o.shift, o.sigma_min, o.sigma_max, o.extra_one_step,
+                                       o.grid_dtype).tables()
+    for a, b in zip(ours, reference):
+        assert a.dtype == torch.float32 and torch.equal(a, b)

@@ -1,8 +1,9 @@
-"""Training data: clips decoded at the target fps, resized and cropped, in a deterministic order.
+"""Training data: clips decoded at the target fps from a random window, resized and cropped, in a deterministic
+order; or, under a MindSpeed-MM data.json, exactly as its dataset code reads them (mindspeed_clips.py).
 
 Every sample is addressed by its *global position* p (0, 1, 2, ... over the whole run): the entry is
-perm_epoch[p mod n] with perm_epoch a permutation drawn from (seed, epoch), and the sample's noise,
-timestep and dropouts are drawn from a generator seeded by (seed, p). Nothing depends on a rank's RNG
+perm_epoch[p mod n] with perm_epoch a permutation drawn from (seed, epoch), and the sample's window start, noise,
+timestep and dropouts are drawn from generators seeded by (seed, p). Nothing depends on a rank's RNG
 or the number of ranks, so layouts agree, and resuming only needs the step.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wan_core.data.mindspeed_clips import MindSpeedClipRules, log_selection
 from wan_core.data.video import VideoInfo, probe_video, read_frames
 
 log = logging.getLogger("wan22.data")
@@ -38,6 +40,14 @@ def pick_caption(cap, seed: int, position: int) -> str:
         return cap
     g = torch.Generator().manual_seed((seed * 1_000_003 + position) * 31 + 17)  # a stream apart from the noise's
     return cap[int(torch.randint(len(cap), (1,), generator=g))]
+
+
+def window_start(seed: int, position: int, last: int) -> int:
+    """The first frame of the sample's window, uniform in [0, last], from a stream of its own."""
+    if last <= 0:
+        return 0
+    g = torch.Generator().manual_seed((seed * 1_000_003 + position) * 31 + 23)
+    return int(torch.randint(last + 1, (1,), generator=g))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +83,16 @@ def grouped_order(sizes: tuple, micro: int, seed: int, epoch: int) -> tuple[int,
     return tuple(i for c in shuffle for i in chunks[c])
 
 
-def frame_indices(info: VideoInfo, num_frames: int, fps: float) -> list[int] | None:
-    """Source frames for `num_frames` frames at `fps`, from the start; None if the clip is too short."""
+def frame_indices(info: VideoInfo, num_frames: int, fps: float, start: int | None = 0) -> list[int] | None:
+    """Source frames for `num_frames` frames at `fps` from frame `start` (None: the last start that fits); None if
+    the clip is too short."""
     step = info.fps / fps if info.fps > 0 else 1.0
-    idx = [int(round(k * step)) for k in range(num_frames)]
-    return idx if idx[-1] < info.num_frames else None
+    offsets = [int(round(k * step)) for k in range(num_frames)]
+    last = info.num_frames - 1 - offsets[-1]  # the latest start that still fits
+    if last < 0:
+        return None
+    start = last if start is None else start
+    return [start + o for o in offsets] if start <= last else None
 
 
 def resize_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -95,14 +110,29 @@ def resize_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
 
 class VideoClipDataset(torch.utils.data.Dataset):
     """Map-style over global positions; a bad clip is logged and replaced by the next entry (deterministic).
-    With a ResolutionRule each clip has its own size, and the `micro` positions of a micro-batch share one."""
+    Each clip has a shape (frames, height, width): fixed, or its own under a ResolutionRule (our aspect-preserving
+    buckets) or MindSpeed-MM's rules (its frame counts); the `micro` positions of a micro-batch share one.
+    MindSpeed-MM's rules first select the clips as its dataset does (`global_batch` feeds its bucket rule)."""
 
     def __init__(self, entries: list[dict], num_frames: int, height: int, width: int, fps: float, seed: int,
-                 resolution: ResolutionRule | None = None, micro: int = 1):
-        self.entries, self.seed = entries, seed
+                 resolution: ResolutionRule | None = None, micro: int = 1,
+                 mindspeed: MindSpeedClipRules | None = None, global_batch: int = 1):
+        self.seed, self.mindspeed = seed, mindspeed
         self.num_frames, self.height, self.width, self.fps = num_frames, height, width, fps
         self.resolution, self.micro = resolution, micro
-        self.sizes = tuple(self.target_size(e) for e in entries)
+        if mindspeed is not None:
+            kept, counts, dropped = mindspeed.select(entries, global_batch)
+            log_selection(dropped, len(kept))
+            if not kept:
+                from wan_core.errors import UserError
+
+                raise UserError(f"MindSpeed-MM's clip rules keep none of the {len(entries)} clip(s) (first: "
+                                f"{dropped[0][0]}: {dropped[0][1]}); relax data.mindspeed or add clips")
+            self.entries = kept
+            self.sizes = tuple((c, height, width) for c in counts)
+        else:
+            self.entries = entries
+            self.sizes = tuple((num_frames, *self.target_size(e)) for e in entries)
 
     def target_size(self, entry: dict) -> tuple[int, int]:
         if self.resolution is None:
@@ -112,17 +142,30 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def __len__(self):  # positions are unbounded; the sampler decides which are read
         return 2**62
 
-    def load(self, entry_index: int) -> torch.Tensor:
+    def load(self, entry_index: int, position: int) -> torch.Tensor:
+        """The clip of entry `entry_index` as the sample at `position` reads it (its window start)."""
         entry = self.entries[entry_index]
         info = probe_video(entry["path"])
-        idx = frame_indices(info, self.num_frames, self.fps)
-        if idx is None:
-            raise ValueError(f"too short: {info.num_frames} frames at {info.fps} fps, need {self.num_frames} at "
+        frames, height, width = self.sizes[entry_index]
+        if self.mindspeed is not None:
+            rules = self.mindspeed
+            total = min(int(entry["num_frames"]), info.num_frames)  # its annotation, as there, within the file
+            fps = info.fps if info.fps > 0 else 30.0
+            count = len(rules.indices(total, fps))
+            start = window_start(self.seed, position, rules.window_last_start(count) if count > rules.num_frames else 0)
+            idx = rules.read_indices(total, fps, start)
+            if len(idx) != frames:
+                raise ValueError(f"{len(idx)} frames read, {frames} expected from its annotation")
+            return rules.transform(read_frames(entry["path"], idx))
+        first = frame_indices(info, frames, self.fps, start=None)  # the latest window that fits
+        if first is None:
+            raise ValueError(f"too short: {info.num_frames} frames at {info.fps} fps, need {frames} at "
                              f"{self.fps} fps")
-        return resize_crop(read_frames(entry["path"], idx), *self.sizes[entry_index])
+        idx = frame_indices(info, frames, self.fps, window_start(self.seed, position, first[0]))
+        return resize_crop(read_frames(entry["path"], idx), height, width)
 
     def entry_at(self, position: int) -> int:
-        if self.resolution is None:
+        if self.resolution is None and len(set(self.sizes)) == 1:
             return entry_order(len(self.entries), self.seed, position)
         length = len(grouped_order(self.sizes, self.micro, self.seed, 0))
         epoch, offset = divmod(position, length)
@@ -135,7 +178,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         candidates = [(first + k) % n for k in range(n) if self.sizes[(first + k) % n] == self.sizes[first]]
         for index in candidates:
             try:
-                video = self.load(index)
+                video = self.load(index, position)
                 caption = pick_caption(self.entries[index]["cap"], self.seed, position)
                 return {"position": position, "entry": index, "video": video, "caption": caption}
             except Exception as exc:  # a bad sample at run time is skipped, never fatal

@@ -56,19 +56,33 @@ def training_document(data_json, model_json, read) -> dict:
                      # clean first frame inside the loss (its noise is the first frame's latent; target 0 there)
                      "caption_dropout": get_field(pre, "cfg", float, where, 0.1),
                      "ti2v_loss": "all_frames",
-                     **_resolution(pre, where)},
+                     "mindspeed": _clip_rules(pre, where)},
             "objective": objective,
             "save_path": "save"}
 
 
-def _resolution(pre: dict, where: str) -> dict:
-    """MindSpeed-MM trains at a variable resolution unless force_resolution is set (then max_height x max_width)."""
-    if get_field(pre, "force_resolution", bool, where, False):
-        return {}
-    max_hxw = get_field(pre, "max_hxw", int, where)
-    if max_hxw is None:
-        return {}
-    return {"max_hxw": max_hxw, "hw_stride": get_field(pre, "hw_stride", int, where, 0)}
+# preprocess_parameters read into data.mindspeed (the rest of its keys map to data.* or change nothing here)
+MM_CLIP_KEYS = {"auto_interval": bool, "frame_interval": int, "speed_factor": float, "min_num_frames": int,
+                "drop_short_ratio": float, "force_resolution": bool, "max_hxw": int, "min_hxw": int, "hw_stride": int,
+                "hw_aspect_thr": float, "truncate_t_by_sp": bool}
+
+
+def _clip_rules(pre: dict, where: str) -> dict:
+    """MindSpeed-MM's clip rules (wan_core.data.mindspeed_clips): its OpensoraplanVideoProcessor settings as given;
+    left-out keys take that processor's defaults (the schema's)."""
+    from wan_core.data.mindspeed_clips import check_pipeline
+
+    kind = pre.get("video_processor_type", "OpensoraplanVideoProcessor")
+    if kind != "OpensoraplanVideoProcessor":
+        raise UserError(f"{where}.video_processor_type: {kind!r} is not supported (Wan2.2 reads clips with "
+                        "'OpensoraplanVideoProcessor')")
+    check_pipeline(pre.get("train_pipeline"), where)
+    out = {}
+    for key, kind in MM_CLIP_KEYS.items():
+        value = get_field(pre, key, kind, where)
+        if value is not None:
+            out[key] = float(value) if kind is float else value
+    return out
 
 
 def _objective(diffusion: dict, predictor: dict, model_json) -> dict:
@@ -87,6 +101,7 @@ def _objective(diffusion: dict, predictor: dict, model_json) -> dict:
         value = get_field(diffusion, key, kind, where, default)
         out[key] = float(value) if kind is float else value
     return {**out, "timestep_draw": "per_batch",  # q_sample draws one timestep index per batch
+            "grid_dtype": "float32",  # torch.linspace in the default dtype
             "separated_timestep": bool(predictor.get("seperated_timestep", False))}
 
 

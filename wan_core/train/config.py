@@ -47,6 +47,24 @@ class ModelSection(Section):
         return self
 
 
+class MindSpeedClips(Section):
+    """MindSpeed-MM's clip rules (its data.json preprocess_parameters, read by wan_core.data.mindspeed_clips): clips
+    come out data.height x data.width (its max_height x max_width) with at most data.num_frames frames; data.fps
+    is its train_fps. Defaults are its video processor's."""
+    auto_interval: bool = Field(True, description="frame interval fps / train_fps (false: consecutive frames)")
+    frame_interval: int = Field(1, ge=1, description="frame interval when auto_interval is false")
+    speed_factor: float = Field(1.0, gt=0, description="above 1: long clips subsampled up to this factor")
+    min_num_frames: int = Field(29, ge=1, description="clips giving fewer frames are dropped")
+    drop_short_ratio: float = Field(1.0, ge=0, le=1, description="probability a clip shorter than num_frames is "
+                                    "dropped (else it trains at its own 4k+1 length)")
+    force_resolution: bool = Field(True, description="select by max_height : max_width aspect (false: by max_hxw)")
+    max_hxw: int | None = Field(None, gt=0, description="selection: clip sizes scaled to at most this many pixels")
+    min_hxw: int | None = Field(None, ge=0, description="selection: smaller clips dropped (default max_hxw / 4)")
+    hw_stride: int = Field(32, ge=1, description="selection: sizes floored to multiples of this")
+    hw_aspect_thr: float = Field(1.5, ge=0, description="selection: aspect-ratio threshold (0 means 1.5)")
+    truncate_t_by_sp: bool = Field(True, description="latent frame counts a multiple of parallel.cp")
+
+
 class DataSection(Section):
     data_txt: str | None = Field(None, description="a data.txt listing data.json datasets")
     manifest: str | None = Field(None, description="a validate-dataset manifest")
@@ -63,6 +81,8 @@ class DataSection(Section):
     max_hxw: int | None = Field(None, description="variable resolution: at most this many pixels per frame, "
                                 "aspect ratio kept (height/width unused)")
     hw_stride: int = Field(0, ge=0, description="variable resolution: sizes floored to multiples of this")
+    mindspeed: MindSpeedClips | None = Field(None, description="set: read clips exactly as MindSpeed-MM's dataset "
+                                             "code does (what --mm-data sets)")
 
 
 class LoraSettings(Section):
@@ -188,6 +208,9 @@ class ObjectiveSection(Section):
     max_timestep_boundary: float | None = Field(None, description="... up to int(max * N), exclusive")
     timestep_draw: Literal["per_sample", "per_batch"] = Field("per_sample", description="per_batch: MindSpeed-MM")
     separated_timestep: bool = Field(False, description="5B t2v: frame-0 tokens at t = 0 (MindSpeed-MM)")
+    grid_dtype: Literal["float64", "float32"] = Field(
+        "float64", description="dtype the sigma / timestep / weight grids are built in (float32: MindSpeed-MM's, bit "
+        "for bit)")
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -224,6 +247,9 @@ class TrainConfig(Section):
             raise UserError("config data: give exactly one of data.data_txt, data.manifest, data.features")
         spec.check_frames(d.num_frames, "config data.num_frames")
         multiple = spec.size_multiple
+        if d.mindspeed is not None and d.max_hxw is not None:
+            raise UserError("config data.max_hxw: our aspect-preserving buckets and MindSpeed-MM's clip rules "
+                            "(data.mindspeed, which has its own max_hxw) exclude each other; keep one")
         if d.max_hxw is not None:
             if d.max_hxw < multiple * multiple:
                 raise UserError(f"config data.max_hxw: must be at least {multiple * multiple} ({multiple}x{multiple}) "

@@ -43,9 +43,10 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, ove
         (tmp / "samples").mkdir()
         save_file({"text": text_encoder.encode([""])[0].contiguous().cpu()}, tmp / "empty_text.safetensors")
         kept = []
+        entries = dataset.entries  # what the clip rules kept
         for i in tqdm(range(len(entries)), desc="encoding", unit="clip", disable=not progress):
-            try:
-                video = dataset.load(i).unsqueeze(0).to(device)
+            try:  # one window per clip: the one the sample at position i would read
+                video = dataset.load(i, i).unsqueeze(0).to(device)
             except Exception as exc:
                 print(f"skipping {entries[i]['path']}: {exc}")
                 continue

@@ -92,8 +92,9 @@ class _FeatureDataset(torch.utils.data.Dataset):
         return {"position": position, "entry": index, "caption": caption, **tensors}
 
 
-def clip_dataset(cfg: TrainConfig, entries: list[dict]):
-    """The clips a config trains on (fixed or variable resolution), for the trainer and cache-features."""
+def clip_dataset(cfg: TrainConfig, entries: list[dict], dp: int = 1):
+    """The clips a config trains on (fixed size, our variable resolution, or MindSpeed-MM's rules, whose bucket rule
+    needs the global batch: `dp` data-parallel ranks), for the trainer and cache-features."""
     import math
 
     from wan_core.data.dataset import ResolutionRule, VideoClipDataset
@@ -109,5 +110,18 @@ def clip_dataset(cfg: TrainConfig, entries: list[dict]):
         if small:
             raise UserError(f"data.max_hxw {d.max_hxw}: {len(small)} clip(s) come out smaller than one "
                             f"{stride}-pixel cell (first: {small[0]}); raise max_hxw or drop them")
-    return VideoClipDataset(entries, d.num_frames, d.height, d.width, d.fps, cfg.train.seed, rule,
-                            cfg.train.micro_batch_size)
+    mindspeed = None
+    if d.mindspeed is not None:
+        from wan_core.data.mindspeed_clips import MindSpeedClipRules
+
+        m = d.mindspeed
+        mindspeed = MindSpeedClipRules(
+            num_frames=d.num_frames, max_height=d.height, max_width=d.width, train_fps=d.fps,
+            auto_interval=m.auto_interval, frame_interval=m.frame_interval, speed_factor=m.speed_factor,
+            min_num_frames=m.min_num_frames, drop_short_ratio=m.drop_short_ratio, force_resolution=m.force_resolution,
+            max_hxw=m.max_hxw, min_hxw=m.min_hxw, hw_stride=m.hw_stride, hw_aspect_thr=m.hw_aspect_thr or 1.5,
+            sp_size=cfg.parallel.cp if m.truncate_t_by_sp else 1,
+            vae_stride_t=variants.get(cfg.model.variant).vae_temporal)
+    t = cfg.train
+    return VideoClipDataset(entries, d.num_frames, d.height, d.width, d.fps, t.seed, rule, t.micro_batch_size,
+                            mindspeed, t.micro_batch_size * dp * t.grad_accum)

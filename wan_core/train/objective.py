@@ -22,9 +22,10 @@ class FlowMatchSchedule:
     sigma_min: float = 0.0
     sigma_max: float = 1.0
     extra_one_step: bool = True  # linspace over num_steps + 1 points, the last dropped
+    grid_dtype: str = "float64"  # float32: MindSpeed-MM's WanFlowMatchScheduler, bit for bit
 
     def tables(self):
-        """(sigmas, timesteps, weights), each [num_steps] float64, index 0 = the noisiest."""
+        """(sigmas, timesteps, weights), each [num_steps] in grid_dtype, index 0 = the noisiest."""
         return _tables(self)
 
     def index_range(self, min_boundary: float, max_boundary: float) -> tuple[int, int]:
@@ -35,7 +36,10 @@ class FlowMatchSchedule:
 @functools.lru_cache(maxsize=8)
 def _tables(s: FlowMatchSchedule):
     n = s.num_steps
-    points = torch.linspace(s.sigma_max, s.sigma_min, n + 1 if s.extra_one_step else n, dtype=torch.float64)[:n]
+    # the same operations in the same order as WanFlowMatchScheduler._set_timesteps, so float32 grids are its own
+    start = s.sigma_min + (s.sigma_max - s.sigma_min)
+    dtype = getattr(torch, s.grid_dtype)
+    points = torch.linspace(start, s.sigma_min, n + 1 if s.extra_one_step else n, dtype=dtype)[:n]
     sigmas = s.shift * points / (1 + (s.shift - 1) * points)
     timesteps = sigmas * n
     y = torch.exp(-2 * ((timesteps - n / 2) / n) ** 2)

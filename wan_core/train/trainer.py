@@ -118,7 +118,7 @@ class Trainer:
         self.variant = variants.get(cfg.model.variant)
         o = cfg.objective
         self.schedule = objective.FlowMatchSchedule(o.num_train_timesteps, o.shift, o.sigma_min, o.sigma_max,
-                                                    o.extra_one_step)
+                                                    o.extra_one_step, o.grid_dtype)
         if o.min_timestep_boundary is None and o.max_timestep_boundary is None:
             self.lo, self.hi = self.variant.index_range(cfg.model.expert)
             self.lo, self.hi = self.lo * o.num_train_timesteps // 1000, self.hi * o.num_train_timesteps // 1000
@@ -247,7 +247,7 @@ class Trainer:
         from wan_core.train.inputs import clip_dataset
 
         t, d = self.cfg.train, self.cfg.data
-        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries)
+        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries, self.dp_size)
         sampler = PositionSampler(start_step, t.iters, t.micro_batch_size, self.dp_size, t.grad_accum, self.dp_rank)
         workers = loader_workers(d.num_workers, self.device)
         accelerator = self.device.type != "cpu"
@@ -337,7 +337,7 @@ class Trainer:
         from wan_core.data.dataset import collate
         from wan_core.train.inputs import clip_dataset
 
-        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries)
+        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries, self.dp_size)
         was_training = self.model.training
         self.model.eval()
         losses = [float(self.loss(collate([dataset[p]]))) for p in positions]
