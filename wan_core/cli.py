@@ -641,6 +641,16 @@ def run(argv, parser: argparse.ArgumentParser) -> int:
     if "--" in argv:  # everything after `--` is handed on untouched (e.g. a step's own arguments)
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1:]
+    try:  # MindSpeed-MM's launch-script arguments, rewritten once into ours (the ranks get the rewritten line)
+        from wan_core.mindspeed.launch_args import translate
+
+        translation = translate(argv)
+    except UserError as exc:
+        print(one_paragraph(f"error: {exc}"), file=sys.stderr)
+        return 2
+    argv = translation.argv
+    if translation.note():
+        print(one_paragraph(translation.note()), file=sys.stderr)
     args = parser.parse_args(argv)
     args.passthrough = passthrough
     args.argv = argv  # the command line without the passthrough part (train re-launches itself with it)

@@ -106,6 +106,9 @@ class TrainSection(Section):
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
     clip_grad: float = Field(1.0, ge=0, description="gradient-norm clip (0: none)")
     warmup: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    warmup_init: float | None = Field(None, ge=0, description="set: the warm-up rises from this at step 0 to lr at "
+                                      "step `warmup` (Megatron's --lr-warmup-init); unset: the first step uses "
+                                      "lr / warmup")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="after the warm-up: constant, or a linear / cosine decay from lr to min_lr at iters "
         "(Megatron's lr-decay-style)")
@@ -122,6 +125,9 @@ class TrainSection(Section):
     keep_last: int = Field(2, ge=1, description="checkpoints kept")
     log_interval: int = Field(1, ge=1, description="steps between log lines on a terminal (off a terminal: every "
                               "step or every 5%, whichever is rarer)")
+    log_format: Literal["wan22", "megatron"] = Field(
+        "wan22", description="megatron: Megatron's per-iteration line every log_interval steps (what MindSpeed-MM's "
+        "scripts grep for)")
     stop_grace_s: int = Field(60, ge=1, description="on SIGTERM (eviction, node drain): seconds to finish the step "
                               "and save a checkpoint; the Kubernetes manifests give the pod this plus a margin")
 
@@ -134,8 +140,9 @@ class TrainSection(Section):
 
 # optimizer and schedule settings a resumed run takes from its config (the checkpoint's are replaced, and the
 # changes are listed); the settings a checkpoint cannot be continued under are refused (RESUME_FIXED)
-RESUME_CHANGEABLE = ("train.lr", "train.min_lr", "train.warmup", "train.lr_schedule", "train.adam_beta1",
-                     "train.adam_beta2", "train.adam_eps", "train.weight_decay", "train.clip_grad", "train.iters")
+RESUME_CHANGEABLE = ("train.lr", "train.min_lr", "train.warmup", "train.warmup_init", "train.lr_schedule",
+                     "train.adam_beta1", "train.adam_beta2", "train.adam_eps", "train.weight_decay", "train.clip_grad",
+                     "train.iters")
 RESUME_FIXED = ("model.variant", "model.task", "model.expert", "train.lora.targets", "train.lora.rank")
 
 
@@ -145,6 +152,8 @@ def learning_rate(train: "TrainSection", step: int) -> float:
     resumed run follows the config it is given."""
     import math
 
+    if train.warmup and train.warmup_init is not None and step <= train.warmup:  # Megatron's warm-up
+        return train.warmup_init + (train.lr - train.warmup_init) * step / train.warmup
     if train.warmup and step < train.warmup:
         return train.lr * (step + 1) / train.warmup
     if train.lr_schedule == "constant":

@@ -41,6 +41,15 @@ class TrainingDiverged(UserError):
     pass
 
 
+def megatron_line(step: int, iters: int, consumed: int, last: dict) -> str:
+    """Megatron's training_log line (the fields MindSpeed-MM's scripts and log parsers read)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    return (f" [{stamp}] iteration {step:8d}/{iters:8d} | consumed samples: {consumed:12d} | elapsed time per "
+            f"iteration (ms): {last['step_time_s'] * 1000:.1f} | learning rate: {last['lr']:.6E} | global batch size: "
+            f"{last['samples']:5d} | loss: {last['loss']:.6E} | loss scale: 1.0 | grad norm: {last['grad_norm']:.3f} | "
+            "number of skipped iterations:   0 | number of nan iterations:   0 |")
+
+
 class TrainingStopped(UserError):
     """SIGTERM stopped the run after a step (and a checkpoint, when the grace period allowed one)."""
     exit_status = 143  # 128 + SIGTERM, as a process killed by it reports
@@ -375,8 +384,9 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.step()
         samples = sum(len(b["position"]) for b in micro_batches) * self.dp_size
+        elapsed = time.perf_counter() - t0
         return {"step": self.step + 1, "loss": total, "lr": lr, "grad_norm": float(grad_norm),
-                "samples_per_s": samples / (time.perf_counter() - t0)}
+                "samples_per_s": samples / elapsed, "samples": samples, "step_time_s": elapsed}
 
     # -- state ---------------------------------------------------------------------------------------
     def trainer_state(self) -> dict:
@@ -445,6 +455,7 @@ class Trainer:
         last = {}
         progress = ProgressLines(cfg.train.iters, start=self.step)
         on_terminal = sys.stderr.isatty()
+        consumed = self.step * cfg.train.micro_batch_size * self.dp_size * cfg.train.grad_accum
         try:
             with self.stop:
                 while self.step < cfg.train.iters:
@@ -456,9 +467,14 @@ class Trainer:
                         metrics_file.flush()
                         for key in ("loss", "lr", "grad_norm", "samples_per_s"):
                             writer.add_scalar(f"train/{key}", last[key], self.step)
-                    # a terminal: every log_interval steps; a log (a pod's): every step or 5%, whichever is rarer
-                    due = self.step % cfg.train.log_interval == 0 if on_terminal else progress.due(self.step)
-                    if rank0 and (due or self.step == cfg.train.iters):
+                    consumed += last["samples"]
+                    if cfg.train.log_format == "megatron":
+                        if rank0 and self.step % cfg.train.log_interval == 0:
+                            print(megatron_line(self.step, cfg.train.iters, consumed, last), flush=True)
+                        due = False
+                    else:  # a terminal: every log_interval steps; a log (a pod's): every step or 5%, the rarer
+                        due = self.step % cfg.train.log_interval == 0 if on_terminal else progress.due(self.step)
+                    if rank0 and (due or (self.step == cfg.train.iters and cfg.train.log_format == "wan22")):
                         print(f"step {self.step}/{cfg.train.iters} loss {last['loss']:.5f} lr {last['lr']:.2e} "
                               f"grad_norm {last['grad_norm']:.3f} {last['samples_per_s']:.2f} samples/s, "
                               f"{progress.timing(self.step)}", file=sys.stderr, flush=True)
