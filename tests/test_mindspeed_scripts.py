@@ -148,6 +148,10 @@ def test_each_inference_script_runs_with_one_word_changed(mm_root, script):
     index = json.loads((out / "samples.json").read_text())
     assert index["samples"][0]["seed"] == 1234 and (out / "0000.mp4").is_file()  # Megatron's --seed default
     assert index["settings"]["transformer"].rstrip("/").endswith(("transformer", "mm_convert"))  # its --load
+    if "image" in config:  # the image list's paths are against the working folder, as MindSpeed-MM opens them
+        assert index["samples"][0]["image"] == "examples/wan2.2/i2v_input.jpg"
+    if script.startswith("A14B/i2v"):
+        assert index["settings"]["boundary_ratio"] == 0.875  # the example's, not the folder's 0.9
 
 
 def test_refused_and_translated_flags(mm_root):

@@ -180,8 +180,9 @@ def test_mindspeed_inference_config(tmp_path, tiny_checkpoints):
     assert settings["fps"] == 8 and settings["boundary_ratio"] == 0.95 and settings["videos_per_prompt"] == 2
     assert settings["scheduler_overrides"]["solver_order"] == 1
     assert settings["mean_step_time_s"] > 0 and all(s["step_time_s"] > 0 for s in index["samples"])
-    assert [(s["prompt"], s["seed"], s["size"]) for s in index["samples"]] == [("a cat on a sofa", 0, [5, 16, 48]),
-                                                                           ("a cat on a sofa", 1, [5, 16, 48])]
+    # MindSpeed-MM's one noise stream (Megatron's --seed 1234), each video its next draw
+    assert [(s["prompt"], s["seed"], s["noise_draw"], s["size"]) for s in index["samples"]] == [
+        ("a cat on a sofa", 1234, 0, [5, 16, 48]), ("a cat on a sofa", 1234, 1, [5, 16, 48])]
     assert index["samples"][0]["image"] == "input.jpg" and (tmp_path / "samples" / "0001.mp4").is_file()
     for bad, message in [({"use_prompt_preprocess": True}, "use_prompt_preprocess"),
                          ({"diffusion": {"model_id": "DDIMScheduler"}}, "DDIMScheduler"),

@@ -192,7 +192,9 @@ def _sample_job(args, need=("model", "prompts", "output")):
                 setattr(job, key, tuple(getattr(args, key)) if key == "size" else getattr(args, key))
         if args.images is not None:  # our own images file: its lines are relative to it
             job.image_paths_base = None
-        job.seed, job.batch_size, job.nproc, job.save_array = args.seed, args.batch_size, args.nproc, args.save_array
+        if args.seed is not None:  # else MindSpeed-MM's: Megatron's --seed default
+            job.seed = args.seed
+        job.batch_size, job.nproc, job.save_array = args.batch_size, args.nproc, args.save_array
         if args.offload is not None:
             job.offload = args.offload
     else:
@@ -201,7 +203,7 @@ def _sample_job(args, need=("model", "prompts", "output")):
             raise UserError(f"wan22 sample needs {', '.join(missing)} (or --config inference_model.json)")
         job = SampleJob(model=args.model, prompts=args.prompts, output=args.output, images=args.images,
                         negative_prompt=args.negative_prompt, size=tuple(args.size) if args.size else None,
-                        steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift, seed=args.seed,
+                        steps=args.steps, guidance=args.guidance, flow_shift=args.flow_shift, seed=args.seed or 0,
                         batch_size=args.batch_size, dtype=args.dtype, transformer=args.transformer,
                         transformer_2=args.transformer_2, offload=args.offload or "auto", nproc=args.nproc, save_array=args.save_array, compile=args.compile or "auto",
                         lora=args.lora, lora_2=args.lora_2,
@@ -245,7 +247,9 @@ def _add_sample_args(p) -> None:
                    help="G [G2]: high-noise expert's scale [low-noise expert's]; default per variant")
     p.add_argument("--flow-shift", type=float_range(0.0, inclusive=False),
                    help="default: the checkpoint's scheduler config")
-    p.add_argument("--seed", type=int_range(0), default=0, help="seed of the first prompt; prompt i uses seed + i")
+    p.add_argument("--seed", type=int_range(0), help="seed of the first prompt; prompt i uses seed + i (default 0). "
+                   "With --config inference_model.json: MindSpeed-MM's one noise stream, seeded once, video i taking "
+                   "its i-th draw (default 1234, Megatron's)")
     p.add_argument("--batch-size", type=int_range(1), default=1, help="prompts per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
     p.add_argument("--compile", choices=["auto", "on", "off"],

@@ -54,7 +54,7 @@ def distributed_backend(kind: str | None = None) -> str:
     return {"npu": "hccl", "cuda": "nccl", "cpu": "gloo"}[kind or accelerator_type()]
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def compute_dtype_name(name: str | None, accelerator: bool) -> str:

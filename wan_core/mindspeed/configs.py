@@ -174,13 +174,25 @@ def sampling_fields(path: str) -> dict:
         flow_shift=get_field(cfg, "diffusion.flow_shift", float, src), dtype=get_field(cfg, "dtype", str, src),
         fps=None if fps is None else max(1, fps // frame_interval),  # MindSpeed-MM saves at fps // frame_interval
         transformer=resolve(predictor), transformer_2=resolve(get_field(cfg, "low_noise_predictor", str, src)),
-        seed=get_field(cfg, "seed", int, src, 0), negative_prompt=get_field(cfg, "negative_prompt", str, src),
+        # inference_sora.py seeds its one generator with Megatron's --seed (default 1234), not a key of this file
+        seed=1234, conventions="mindspeed", vae_dtype=_dtype(get_field(cfg, "ae.dtype", str, src), f"{src}: ae.dtype"),
+        negative_prompt=get_field(cfg, "negative_prompt", str, src),
         # MindSpeed-MM's cpu_offload swaps its modules to the host between uses: our "model" offload
         offload="model" if get_field(cfg, "pipeline_config.cpu_offload", bool, src, False) else "auto",
         boundary_ratio=get_field(cfg, "boundary_ratio", float, src),
         scheduler_overrides=_scheduler_overrides(get_field(cfg, "diffusion", dict, src, {}), src),
         videos_per_prompt=get_field(cfg, "num_inference_videos_per_sample", int, src, 1),
         image_paths_base=str(Path.cwd()))  # MindSpeed-MM opens the listed images from the working folder
+
+
+def _dtype(name: str | None, where: str) -> str | None:
+    """MindSpeed-MM's dtype names (get_dtype) as ours."""
+    if name is None:
+        return None
+    names = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16"}
+    if name not in names:
+        raise UserError(f"{where}: {name!r} is not a dtype (bf16, fp16 or fp32)")
+    return names[name]
 
 
 def _data_path(basic: dict, data_json) -> str:

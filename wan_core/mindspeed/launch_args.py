@@ -141,11 +141,16 @@ def translate(argv: list[str], env=None) -> Translation:
         if flag == "--fp16":
             raise UserError("--fp16: fp16 training is not supported here (no loss scaling); use --bf16 as MindSpeed-MM's "
                             "Wan2.2 scripts do, or leave it out for fp32")
+    training_only = []  # for sample: the training flags inference.sh passes too
     for flag, value in theirs:
         if flag in TORCHRUN:
             target = TORCHRUN[flag]
+            if command == "sample" and target in ("--nnodes", "--node-rank"):
+                continue  # one node (checked below)
             if not target.startswith("master"):
                 flags += [target, value]
+        elif command == "sample" and (flag in SAMPLE_IGNORED or flag in NO_VALUE_NOOPS and flag.startswith("--no-")):
+            training_only.append(flag if value is None else f"{flag} {value}")
         elif flag in NO_VALUE_NOOPS:
             ignored.append(f"{flag} ({NO_VALUE_NOOPS[flag]})")
         elif flag in VALUE_NOOPS:
@@ -158,13 +163,13 @@ def translate(argv: list[str], env=None) -> Translation:
         elif command == "sample":
             if flag in SAMPLE_FLAGS:
                 flags += [SAMPLE_FLAGS[flag], value]
-            elif flag == "--bf16":
+            else:  # --bf16
                 ignored.append("--bf16 (sampling dtypes come from inference_model.json's dtype, as there)")
-            else:
-                ignored.append(f"{flag}{'' if value is None else ' ' + value} (a training setting; sampling ignores it, "
-                               "as inference_sora.py does)")
         else:
             sets += _train_setting(flag, value, values, ignored)
+    if training_only:
+        ignored.append(f"{', '.join(training_only)} (training settings: sampling ignores them, as inference_sora.py "
+                       "does)")
     nnodes = int(values.get("--nnodes", "1") or 1)
     if command == "sample" and nnodes > 1:
         raise UserError(f"--nnodes {nnodes}: wan22 sample runs on one node (--nproc processes); start one sample "

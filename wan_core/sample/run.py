@@ -53,6 +53,10 @@ class SampleJob:
     lora: str | None = None  # a LoRA file (diffusers format) for the (high-noise) transformer
     lora_2: str | None = None  # one for the low-noise transformer of A14B
     lora_scale: float = 1.0
+    # "mindspeed" (an inference_model.json): MindSpeed-MM's inference_sora.py conventions, one noise stream seeded
+    # once with every video drawing the next, its image resize, blank prompt lines kept; "diffusers" otherwise
+    conventions: str = "diffusers"
+    vae_dtype: str | None = None  # the VAE's dtype (MindSpeed-MM's ae.dtype); None: fp32, as diffusers keeps it
 
     @property
     def layout(self):
@@ -75,7 +79,7 @@ class SampleWorker:
         return self.group is None or self.group.writes
 
 
-def read_lines(path: str, what: str) -> list[str]:
+def read_lines(path: str, what: str, keep_blank: bool = False) -> list[str]:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
@@ -84,13 +88,13 @@ def read_lines(path: str, what: str) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{what} file {path}: not UTF-8 text") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in text.splitlines() if keep_blank or line.strip()]
 
 
 def load_images(images_file: str, count: int, base: str | None = None) -> tuple[list, list[str]]:
     """(PIL images, their lines as written) for an images file with one path per prompt; relative lines resolve
     against `base`, by default the images file's folder."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     paths = read_lines(images_file, "images")
     if len(paths) != count:
@@ -101,8 +105,8 @@ def load_images(images_file: str, count: int, base: str | None = None) -> tuple[
     for line_no, p in enumerate(paths, 1):
         path = Path(p) if Path(p).is_absolute() else base / p
         try:
-            with Image.open(path) as im:
-                images.append(im.convert("RGB"))
+            with Image.open(path) as im:  # upright as a camera's EXIF orientation says (diffusers' load_image)
+                images.append(ImageOps.exif_transpose(im).convert("RGB"))
         except FileNotFoundError:
             raise UserError(f"images file {images_file}, line {line_no}: {path} does not exist") from None
         except (UnidentifiedImageError, OSError) as exc:
@@ -146,8 +150,9 @@ def run_sample(job: SampleJob, worker: SampleWorker | None = None, progress: boo
         check_output_dir(Path(job.output), "sample", job.overwrite)
     folder = read_model_folder(job.model)
     defaults = folder.defaults
-    prompts = read_lines(job.prompts, "prompts")
-    if not prompts:
+    # MindSpeed-MM keeps a blank line as an empty prompt (a video all the same); ours skips it
+    prompts = read_lines(job.prompts, "prompts", keep_blank=job.conventions == "mindspeed")
+    if not any(prompts):
         raise UserError(f"prompts file {job.prompts} has no prompts")
     images, image_paths = load_images(job.images, len(prompts), job.image_paths_base) if job.images else ([None] * len(prompts),) * 2
     if job.videos_per_prompt < 1:
@@ -175,7 +180,8 @@ def run_sample(job: SampleJob, worker: SampleWorker | None = None, progress: boo
                               guidance=guidance[0], guidance_2=guidance[1] if len(guidance) == 2 else None,
                               negative_prompt=WAN_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt,
                               flow_shift=job.flow_shift, boundary_ratio=job.boundary_ratio,
-                              scheduler_overrides=dict(job.scheduler_overrides or {}))
+                              scheduler_overrides=dict(job.scheduler_overrides or {}),
+                              conventions=job.conventions)
     fps = job.fps or defaults.fps
     output = Path(job.output)
     plan = None
@@ -188,6 +194,7 @@ def run_sample(job: SampleJob, worker: SampleWorker | None = None, progress: boo
     summary = {"model": str(Path(job.model).absolute()), "variant": folder.variant, "task": task,
                "size": [frames, height, width], "steps": settings.steps, "guidance": guidance,
                "flow_shift": job.flow_shift, "negative_prompt": settings.negative_prompt, "seed": job.seed,
+               "conventions": job.conventions, "vae_dtype": job.vae_dtype or "fp32",
                "fps": fps, "dtype": job.dtype, "transformer": job.transformer, "transformer_2": job.transformer_2,
                "boundary_ratio": folder.boundary_ratio if job.boundary_ratio is None else job.boundary_ratio,
                "scheduler_overrides": job.scheduler_overrides or {}, "videos_per_prompt": job.videos_per_prompt,
@@ -216,7 +223,7 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     process would use, and leave their records in .samples-GROUP.json for _merge."""
     from tqdm import tqdm
 
-    from wan_core.device import compile_wanted, compute_dtype, default_device
+    from wan_core.device import DTYPES, compile_wanted, compute_dtype, default_device
     from wan_core.progress import ProgressLines
     from wan_core.sample.outputs import gif_data_uri, save_sample
     from wan_core.sample.sampler import SampleRequest, WanSampler, conditioning_size
@@ -227,7 +234,8 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     sampler = WanSampler(folder.path, job.transformer, job.transformer_2, dtype=dtype, device=device,
                          offload=job.offload,
                          compile_blocks=compile_wanted(job.compile, device), lora=job.lora, lora_2=job.lora_2,
-                         lora_scale=job.lora_scale, group=worker.group)
+                         lora_scale=job.lora_scale, group=worker.group,
+                         vae_dtype=DTYPES[job.vae_dtype] if job.vae_dtype else torch.float32)
     # a progress bar on a terminal; off one (a pod's log), a line per denoising step or per 5% of all of this
     # worker's steps, whichever is rarer, from the first group's writer
     lines = not progress and worker.writes and rank == 0
@@ -240,6 +248,13 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     # an image keeps its aspect ratio: the video takes the image's shape at the requested area
     sizes = {i: (settings.height, settings.width) if images[i] is None else
              conditioning_size(images[i].size, settings.height, settings.width, multiple) for i in mine}
+    noise = {}
+    if job.conventions == "mindspeed":  # one stream: video i takes its i-th draw, whichever process samples it
+        shapes = [sampler.latent_shape(dataclasses.replace(settings, height=h, width=w)) for h, w in
+                  ((settings.height, settings.width) if images[i] is None else
+                   conditioning_size(images[i].size, settings.height, settings.width, multiple)
+                   for i in range(max(mine) + 1 if mine else 0))]
+        noise = stream_noise(job.seed, shapes, set(mine))
     batches = []
     for i in mine:  # consecutive prompts of one size share a batch
         if batches and len(batches[-1]) < job.batch_size and sizes[batches[-1][0]] == sizes[i]:
@@ -250,7 +265,7 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
     for n, batch in enumerate(batches):
         height, width = sizes[batch[0]]
         batch_settings = dataclasses.replace(settings, height=height, width=width)
-        requests = [SampleRequest(prompts[i], job.seed + i, images[i]) for i in batch]
+        requests = [SampleRequest(prompts[i], job.seed + i, images[i], noise.get(i)) for i in batch]
         steps = tqdm(total=settings.steps, desc="steps", leave=False, disable=not progress, file=sys.stderr)
         stamps = [time.perf_counter()]
 
@@ -269,13 +284,26 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
         step_time = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
         for i, frames_i in zip(batch, videos):
             files = save_sample(output, i, frames_i, fps, job.save_array)
-            records.append({"index": i, "prompt": prompts[i], "image": image_paths[i], "seed": job.seed + i,
+            seed = {"seed": job.seed, "noise_draw": i} if noise else {"seed": job.seed + i}
+            records.append({"index": i, "prompt": prompts[i], "image": image_paths[i], **seed,
                             "size": [settings.frames, height, width], "step_time_s": round(step_time, 4), **files})
             previews[i] = gif_data_uri(frames_i)
         bar.update(len(batch))
     bar.close()
     if worker.writes:
         (output / f".samples-{rank}.json").write_text(json.dumps({"records": records, "previews": previews}))
+
+
+def stream_noise(seed: int, shapes: list[tuple], wanted: set[int]) -> dict[int, torch.Tensor]:
+    """MindSpeed-MM's initial noise: one CPU generator seeded once (its WanPipeline's `generator`, from Megatron's
+    --seed), each video drawing the next fp32 normal tensor of its own latent shape; the draws of `wanted`."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    out = {}
+    for i, shape in enumerate(shapes):
+        draw = torch.randn(shape, generator=generator, dtype=torch.float32)
+        if i in wanted:
+            out[i] = draw
+    return out
 
 
 def _merge(output: Path, workers: int, summary: dict, title: str) -> None:

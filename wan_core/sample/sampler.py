@@ -35,6 +35,7 @@ class SampleRequest:
     prompt: str
     seed: int
     image: object | None = None  # PIL image or None
+    noise: torch.Tensor | None = None  # the initial noise when drawn elsewhere (MindSpeed-MM's one stream)
 
 
 @dataclasses.dataclass
@@ -49,6 +50,7 @@ class SampleSettings:
     flow_shift: float | None = None
     boundary_ratio: float | None = None  # None: the model folder's
     scheduler_overrides: dict = dataclasses.field(default_factory=dict)  # UniPC config keys (MindSpeed-MM's diffusion)
+    conventions: str = "diffusers"  # mindspeed: the conditioning image resized as MindSpeed-MM's WanPipeline does
 
 
 def conditioning_size(image_size: tuple[int, int], height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -60,6 +62,19 @@ def conditioning_size(image_size: tuple[int, int], height: int, width: int, mult
     out_h = int(math.sqrt(area * aspect) // multiple * multiple)
     out_w = int(math.sqrt(area / aspect) // multiple * multiple)
     return max(out_h, multiple), max(out_w, multiple)
+
+
+def mindspeed_image_pixels(image, height: int, width: int) -> torch.Tensor:
+    """[1, 3, height, width] in [-1, 1] as MindSpeed-MM's WanPipeline.prepare_image_latents makes them: the image as
+    a [0, 1] tensor (torchvision's to_tensor), resized with bilinear + antialias (v2.Resize on a tensor), then
+    Normalize(0.5, 0.5). diffusers' VideoProcessor resizes the PIL image with Lanczos instead."""
+    import numpy as np
+
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    pixels = pixels.float().div(255).unsqueeze(0)
+    pixels = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False,
+                                             antialias=True)
+    return (pixels - 0.5) / 0.5
 
 
 def check_size(folder: ModelFolder, frames: int, height: int, width: int) -> None:
@@ -80,9 +95,10 @@ class WanSampler:
     def __init__(self, model_dir: str | Path, transformer: str | None = None, transformer_2: str | None = None,
                  dtype: torch.dtype = torch.float32, device="cpu", offload: str = "none",
                  compile_blocks: bool = False, lora: str | None = None, lora_2: str | None = None,
-                 lora_scale: float = 1.0, group=None):
+                 lora_scale: float = 1.0, group=None, vae_dtype: torch.dtype = torch.float32):
         """`offload`: none | model | sequential (wan_core.sample.offload); `group`: this process's
-        wan_core.sample.parallel.SampleGroup when several processes make each video."""
+        wan_core.sample.parallel.SampleGroup when several processes make each video; `vae_dtype`: fp32 as diffusers'
+        pipelines keep the VAE, or MindSpeed-MM's ae.dtype."""
         from diffusers import UniPCMultistepScheduler
 
         import wan_core
@@ -125,8 +141,7 @@ class WanSampler:
         if self.experts[0].config.in_channels != self.experts[-1].config.in_channels:
             raise UserError("the two transformers have different input channels; they are not one model's experts")
         self.text = TextEncoder(self.folder.path, dtype=dtype, device=self.device, place=home, shard_mesh=shard)
-        # the VAE runs in fp32 like diffusers' pipelines keep it (its dtype is the checkpoint's)
-        self.vae = VideoVAE(self.folder.path, dtype=torch.float32, device=self.device, place=home)
+        self.vae = VideoVAE(self.folder.path, dtype=vae_dtype, device=self.device, place=home)
         if shard is None:
             self.offloader.add("text_encoder", self.text.model)
         self.offloader.add("vae", self.vae.model)
@@ -166,19 +181,24 @@ class WanSampler:
         return (1, self.vae.z_dim, (settings.frames - 1) // self.vae.temporal + 1,
                 settings.height // self.vae.spatial, settings.width // self.vae.spatial)
 
-    def initial_noise(self, seeds: list[int], settings: SampleSettings) -> torch.Tensor:
-        """diffusers' randn_tensor with a CPU generator per prompt, fp32."""
+    def initial_noise(self, requests: list[SampleRequest], settings: SampleSettings) -> torch.Tensor:
+        """diffusers' randn_tensor with a CPU generator per prompt, fp32 (or each request's own noise)."""
         shape = self.latent_shape(settings)
-        return torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s), dtype=torch.float32)
-                          for s in seeds]).to(self.device)
+        return torch.cat([r.noise.reshape(shape) if r.noise is not None else
+                          torch.randn(shape, generator=torch.Generator("cpu").manual_seed(r.seed), dtype=torch.float32)
+                          for r in requests]).to(self.device)
 
     def image_condition(self, images: list, settings: SampleSettings) -> torch.Tensor:
         """ti2v-5b: the first frame's normalised latent [B, z, 1, h, w]; i2v-a14b: [mask(4) | latent(16)]
         of the image followed by zero frames [B, 20, T, h, w] (diffusers' prepare_latents)."""
-        from diffusers.video_processor import VideoProcessor
+        if settings.conventions == "mindspeed":
+            pixels = torch.cat([mindspeed_image_pixels(img, settings.height, settings.width) for img in images])
+        else:
+            from diffusers.video_processor import VideoProcessor
 
-        processor = VideoProcessor(vae_scale_factor=self.vae.spatial)
-        pixels = torch.cat([processor.preprocess(img, height=settings.height, width=settings.width) for img in images])
+            processor = VideoProcessor(vae_scale_factor=self.vae.spatial)
+            pixels = torch.cat([processor.preprocess(img, height=settings.height, width=settings.width)
+                                for img in images])
         pixels = pixels.to(self.device, torch.float32)
         self.offloader.use("vae")
         if self.folder.expand_timesteps:
@@ -199,7 +219,7 @@ class WanSampler:
     def denoise(self, requests: list[SampleRequest], settings: SampleSettings, on_step=None) -> torch.Tensor:
         """Final normalised latents [B, z, T, h, w] for a batch of requests (same settings)."""
         b = len(requests)
-        latents = self.initial_noise([r.seed for r in requests], settings)
+        latents = self.initial_noise(requests, settings)
         cfg = settings.guidance > 1.0  # as diffusers: guidance on when the first scale is above 1
         group = self.group
         split = cfg and group is not None and group.cfg_split  # CFG-parallel: one pass per rank of the pair
