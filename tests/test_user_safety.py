@@ -202,5 +202,6 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["sample", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--seed SEED seed of the first prompt; prompt i uses seed + i (default: 0)" in text
+    assert "--seed SEED seed of the first prompt; prompt i uses seed + i;" in text and "(default: 0; with --config, " \
+        "1234 as Megatron's)" in text
     assert "--nproc NPROC processes (one device each); same files as one process (default: 1)" in text

@@ -247,9 +247,9 @@ def _add_sample_args(p) -> None:
                    help="G [G2]: high-noise expert's scale [low-noise expert's]; default per variant")
     p.add_argument("--flow-shift", type=float_range(0.0, inclusive=False),
                    help="default: the checkpoint's scheduler config")
-    p.add_argument("--seed", type=int_range(0), help="seed of the first prompt; prompt i uses seed + i (default 0). "
-                   "With --config inference_model.json: MindSpeed-MM's one noise stream, seeded once, video i taking "
-                   "its i-th draw (default 1234, Megatron's)")
+    p.add_argument("--seed", type=int_range(0), help="seed of the first prompt; prompt i uses seed + i; with --config "
+                   "inference_model.json, MindSpeed-MM's one noise stream is seeded once and video i takes its i-th "
+                   "draw (default: 0; with --config, 1234 as Megatron's)")
     p.add_argument("--batch-size", type=int_range(1), default=1, help="prompts per forward pass")
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
     p.add_argument("--compile", choices=["auto", "on", "off"],

@@ -238,10 +238,10 @@ def _path(value: str) -> str:
 def _fsdp2_settings(path: str, ignored: list[str]) -> list[str]:
     """MindSpeed-MM's fsdp2_config.yaml: param_dtype -> train.dtype, recompute_modules -> activation checkpointing;
     CPU offload is refused; the wrapping and prefetch settings are how FSDP2 runs here anyway."""
-    from wan_core.train.config import yaml_load
+    import yaml
 
     try:
-        raw = yaml_load(Path(path).read_text())
+        raw = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise UserError(f"--fsdp2-config-path {path}: {exc.strerror}") from None
     except Exception as exc:  # noqa: BLE001 - a YAML error in words
