@@ -1,5 +1,5 @@
 """wan22-lora: plan -> validate -> convert -> LoRA training (A14B: an adapter per expert) -> export each expert's
-adapters as a LoRA file diffusers loads -> a merged pipeline -> samples without and with the adapters, side by side."""
+adapters as a LoRA file diffusers (or ComfyUI) loads -> a merged pipeline -> samples without and with the adapters, side by side."""
 
 from kfp import dsl
 
@@ -21,7 +21,7 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
 
     def wan22_lora(
         base_model: str, data_txt: str, workdir: str, prompts: str, images: str = "",
-        train_config: str = TRAIN_CONFIG, train_set: list = [], lora_scale: float = 1.0,
+        train_config: str = TRAIN_CONFIG, train_set: list = [], lora_scale: float = 1.0, lora_format: str = "diffusers",
         nnodes: int = deployment.nnodes, devices_per_node: int = deployment.devices_per_node or 8,
         launcher: str = "trainjob", expert_schedule: str = "parallel", startup_timeout_s: int = 900,
         train_timeout_s: int = 604800, active_deadline_s: int = 0, max_restarts: int = 0,
@@ -36,7 +36,7 @@ def build(deployment: Deployment = Deployment(), image_parameter: bool = True):
 
         def adapters(expert: str, after=None):
             e = export_lora(save_path=run.train(expert, what="LoRA training", after=after),
-                            target="lora-" + (expert or "dit"), workdir=workdir)
+                            target="lora-" + (expert or "dit"), workdir=workdir, lora_format=lora_format)
             e.set_display_name(f"export LoRA {expert}".strip())
             return run.place(e)
 

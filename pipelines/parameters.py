@@ -41,6 +41,9 @@ DESCRIPTIONS = {
                          "even if nothing watches it; 0 for none.",
     "max_restarts": "How many times torchrun restarts the training ranks when one dies (a lost node, the OOM killer); "
                     "each restart resumes from the last checkpoint. 0: a dead rank ends the step.",
+    "lora_format": "Layout of the exported LoRA file: diffusers (pytorch_lora_weights.safetensors, what "
+                   "WanPipeline.load_lora_weights reads) or comfyui (original Wan names, lora_down / lora_up and "
+                   "alpha, what ComfyUI's LoRA loaders read); the merge and comparison steps read either.",
     "image": "Container image of every task and of the training job's pods.",
     "pvc_name": "PersistentVolumeClaim mounted at /data in every task and training pod.",
     "namespace": "Namespace of the training job (empty: the submitting pod's).",

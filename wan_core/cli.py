@@ -254,7 +254,8 @@ def _add_sample_args(p) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default fp32 on CPU, bf16 on accelerators")
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="compile each transformer block (auto: on CUDA, where it was measured faster)")
-    p.add_argument("--lora", help="a LoRA file (diffusers format, e.g. from wan22 export-lora) applied to the "
+    p.add_argument("--lora", help="a LoRA file, or a folder holding one, in any layout diffusers' Wan pipelines load "
+                   "(diffusers / peft, ComfyUI / original Wan, musubi-tuner / Kohya) applied to the "
                    "transformer (A14B: the high-noise expert) without merging it into the weights")
     p.add_argument("--lora-2", help="a LoRA file for A14B's low-noise expert")
     p.add_argument("--lora-scale", type=float_range(0.0), help="multiplies the adapters' alpha/r (default: 1)")
@@ -439,7 +440,7 @@ def _cmd_export(args) -> int:
 def _cmd_export_lora(args) -> int:
     from wan_core.export import export_lora
 
-    out = export_lora(args.source, args.target, args.iteration, overwrite=args.overwrite)
+    out = export_lora(args.source, args.target, args.iteration, overwrite=args.overwrite, fmt=args.format)
     print(f"wrote the LoRA file {out} (diffusers format: WanPipeline.load_lora_weights loads it)")
     return 0
 
@@ -454,23 +455,30 @@ def _cmd_merge_lora(args) -> int:
 
 
 def _add_lora_parsers(sub) -> None:
-    p = sub.add_parser("export-lora", help="LoRA training checkpoint -> a LoRA file diffusers loads",
+    p = sub.add_parser("export-lora", help="LoRA training checkpoint -> a LoRA file diffusers or ComfyUI loads",
                        description="Reads the adapters of a LoRA training run's DCP checkpoint (never the base) and "
-                       "writes OUTPUT/pytorch_lora_weights.safetensors in diffusers' format, with rank and alpha in "
-                       "its metadata: WanPipeline.load_lora_weights(OUTPUT) loads it (A14B low-noise expert: "
-                       "load_into_transformer_2=True). One file per expert: export each expert's run.")
+                       "writes one LoRA file: --format diffusers (default) OUTPUT/pytorch_lora_weights.safetensors "
+                       "with rank and alpha in its metadata, which WanPipeline.load_lora_weights(OUTPUT) loads (A14B "
+                       "low-noise expert: load_into_transformer_2=True); --format comfyui "
+                       "OUTPUT/wan22_lora_comfyui.safetensors in the original Wan names with lora_down / lora_up and "
+                       "a per-module alpha, which ComfyUI's LoRA loaders read. One file per expert: export each "
+                       "expert's run.")
     p.add_argument("--source", required=True, help="the LoRA training run's save_path")
+    p.add_argument("--format", default="diffusers", choices=["diffusers", "comfyui"],
+                   help="the file's layout")
     p.add_argument("--iteration", default="latest", help="iteration number, or latest")
     add_output_arg(p, "target", ("--target",), "output folder")
     add_overwrite_arg(p)
     p.set_defaults(func=_cmd_export_lora)
 
     p = sub.add_parser("merge-lora", help="base + LoRA -> a merged checkpoint (pipeline, diffusers, mm, official)",
-                       description="Writes W + scale * (alpha / r) * B @ A for every adapted module. Layout "
+                       description="Writes W + scale * (alpha / r) * B @ A for every adapted module (rsLoRA: alpha / "
+                       "sqrt(r); per-module ranks and alphas as the file says). Layout "
                        "pipeline (default) writes a complete diffusers pipeline folder from a base pipeline folder; "
                        "diffusers / mm / official write transformer checkpoint(s) in that layout.")
     p.add_argument("--base", required=True, help="the base: a diffusers pipeline folder or any checkpoint folder")
-    p.add_argument("--lora", required=True, help="LoRA file for the transformer (A14B: the high-noise expert)")
+    p.add_argument("--lora", required=True, help="LoRA file or folder for the transformer (A14B: the high-noise "
+                   "expert), in any layout sample --lora reads")
     p.add_argument("--lora-2", help="LoRA file for A14B's low-noise expert")
     p.add_argument("--scale", type=float_range(0.0), default=1.0, help="multiplies alpha/r")
     p.add_argument("--layout", default="pipeline", choices=["pipeline", "diffusers", "mm", "official"],

@@ -129,12 +129,18 @@ def complete_pipeline(folder: Path, base_path: Path, two_experts: bool, record: 
 
 
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: load_lora_weights(folder) finds it
+COMFYUI_LORA_FILE = "wan22_lora_comfyui.safetensors"  # for ComfyUI's models/loras; `--lora FOLDER` finds it too
 
 
-def export_lora(source: str, target: str, iteration: str | int | None = None, overwrite: bool = False) -> Path:
-    """A LoRA training checkpoint (DCP adapters) -> one diffusers-format LoRA file. Returns the file."""
+def export_lora(source: str, target: str, iteration: str | int | None = None, overwrite: bool = False,
+                fmt: str = "diffusers") -> Path:
+    """A LoRA training checkpoint (DCP adapters) -> one LoRA file in diffusers' or ComfyUI's format. Returns the
+    file."""
     from wan_core.train.config import LoraSettings, validated
-    from wan_core.train.lora import adapter_state, write_diffusers_lora
+    from wan_core.train.lora import LORA_FORMATS, LoraFile, adapter_state, write_lora
+
+    if fmt not in LORA_FORMATS:
+        raise UserError(f"--format must be one of {', '.join(LORA_FORMATS)}, got {fmt!r}")
 
     folder = training_iteration(source, iteration)
     reader = DcpModelReader(folder)
@@ -147,9 +153,10 @@ def export_lora(source: str, target: str, iteration: str | int | None = None, ov
         settings = validated(LoraSettings, lora)
     except (OSError, ValueError, KeyError, TypeError, UserError) as exc:
         raise UserError(f"--source {folder}: cannot read the LoRA settings from {TRAINER_STATE} ({exc})") from None
+    name = LORA_FILE if fmt == "diffusers" else COMFYUI_LORA_FILE
     with output_dir(target, "export-lora", overwrite) as tmp:
-        write_diffusers_lora(tmp / LORA_FILE, state, settings)
-    return Path(target) / LORA_FILE
+        write_lora(tmp / name, LoraFile.of_settings(name, state, settings), fmt)
+    return Path(target) / name
 
 
 MERGE_LAYOUTS = ("pipeline", "diffusers", "mm", "official")
@@ -180,8 +187,7 @@ def merge_lora(base: str, target: str, lora: str, lora_2: str | None = None, sca
         names = validate_checkpoint(ckpt)
         state = {mm: ckpt.read(src) for src, mm in names.items()}
         if adapters.get(slot):
-            lora_state, settings = read_lora_file(adapters[slot])
-            state = merged_weights(state, lora_state, settings, scale)
+            state = merged_weights(state, read_lora_file(adapters[slot]), scale)
         metas = {k: Meta(v.dtype, tuple(v.shape), v.numel() * v.element_size()) for k, v in state.items()}
         plans[slot] = (Checkpoint(f"{base} + LoRA", "mm", ckpt.config, metas, state.__getitem__), {k: k for k in state})
     with output_dir(target, "merge-lora", overwrite) as tmp:

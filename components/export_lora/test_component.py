@@ -18,8 +18,9 @@ def test_exports_the_adapters_of_a_lora_checkpoint(tmp_path, tiny_checkpoints):
     CheckpointManager(tmp_path / "save", 1, trainable_only=True).save(
         2, model, opt, {"step": 2, "config": {"train": {"lora": lora}}})
     out = export_lora.python_func(save_path=str(tmp_path / "save"), target="lora", workdir=str(tmp_path))
-    state, settings = read_lora_file(out)
+    lora = read_lora_file(out)
+    state = lora.state
     assert out == str(tmp_path / "lora" / "pytorch_lora_weights.safetensors")
-    assert (settings.rank, settings.alpha) == (2, 4.0)
+    assert set(lora.scalings.values()) == {2.0} and {a.shape[0] for a, _ in lora.modules().values()} == {2}
     trained = dict(model.named_parameters())
     assert state and all(torch.equal(v, trained[k.replace(".weight", ".default.weight")]) for k, v in state.items())

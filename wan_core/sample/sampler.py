@@ -130,7 +130,7 @@ class WanSampler:
             if adapter:  # applied, not merged: the stored weights stay as they are
                 from wan_core.train.lora import apply_lora, read_lora_file
 
-                apply_lora(expert, *read_lora_file(adapter), scale=lora_scale)
+                apply_lora(expert, read_lora_file(adapter), scale=lora_scale)
         for i, expert in enumerate(self.experts):  # one copy of each expert, for every batch this sampler runs
             expert.requires_grad_(False)
             if group is not None and group.context_parallel is not None:

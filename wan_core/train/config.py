@@ -25,7 +25,8 @@ from wan_core.parallel.mesh import CP_ALGOS
 # the attention q/k/v/o projections (self and cross) and both FFN projections of every block, as MindSpeed-MM
 # and DiffSynth-Studio target them
 DEFAULT_TARGETS = ("proj_q", "proj_k", "proj_v", "proj_out", "ffn.0", "ffn.2")
-PATH_KEYS = {"model.from_pretrained", "save_path", "load_path", "data.data_txt", "data.manifest", "data.features"}
+PATH_KEYS = {"model.from_pretrained", "save_path", "load_path", "data.data_txt", "data.manifest", "data.features",
+             "train.lora.init"}
 
 
 class Section(BaseModel):
@@ -92,6 +93,8 @@ class LoraSettings(Section):
     alpha: float = Field(16.0, gt=0, description="scale numerator: the update is (alpha / r) B A")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
     targets: tuple[str, ...] = Field(DEFAULT_TARGETS, min_length=1, description="module names to adapt")
+    init: str | None = Field(None, description="a LoRA file (any layout sample --lora reads) the adapters start from "
+                             "instead of B = 0; its modules must be among the targets, at this rank")
 
     @property
     def scaling(self) -> float:
@@ -399,6 +402,8 @@ def _resolve_paths(cfg: TrainConfig, base: Path) -> None:
     cfg.load_path = fix(cfg.load_path)
     cfg.data.data_txt, cfg.data.manifest, cfg.data.features = (fix(cfg.data.data_txt), fix(cfg.data.manifest),
                                                                fix(cfg.data.features))
+    if cfg.train.lora is not None:
+        cfg.train.lora.init = fix(cfg.train.lora.init)
 
 
 def config_from_dict(raw: dict, base: Path) -> TrainConfig:

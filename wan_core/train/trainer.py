@@ -228,10 +228,12 @@ class Trainer:
             torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
             model = WanDiT(WanConfig.from_json_file(config_path))
         if cfg.train.lora is not None:
-            from wan_core.train.lora import add_lora
+            from wan_core.train.lora import add_lora, init_from_file, read_lora_file
 
             torch.manual_seed(cfg.train.seed)  # the same initial adapters on every rank
             add_lora(model, cfg.train.lora)
+            if cfg.train.lora.init:  # a resumed run's checkpoint replaces these when it loads
+                init_from_file(model, read_lora_file(cfg.train.lora.init), cfg.train.lora)
             if cfg.train.dtype == "bf16" and not is_distributed():
                 # the frozen base is kept in bf16 (FSDP keeps one storage dtype per block and casts for compute)
                 model.to_compute_dtype(torch.bfloat16, frozen_only=True)
