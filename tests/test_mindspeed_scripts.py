@@ -130,7 +130,7 @@ def test_each_training_script_runs_with_one_word_changed(mm_root, script):
     config = json.loads((save / "config.resolved.json").read_text())
     assert config["model"]["expert"] == ("high" if "high" in script else "low" if "low" in script else None)
     if "lora" in script:  # --lora-r 32 --lora-alpha 32 --lora-target-modules proj_q,...,ffn.2
-        assert config["train"]["lora"] == {"rank": 32, "alpha": 32.0, "dropout": 0.0,
+        assert config["train"]["lora"] == {"rank": 32, "alpha": 32.0, "dropout": 0.0, "init": None,
                                            "targets": ["proj_q", "proj_k", "proj_v", "proj_out", "ffn.0", "ffn.2"]}
         assert config["train"]["lr"] == 1e-4 and config["parallel"]["timeout_s"] == 1200
     assert "elapsed time per iteration (ms):" in result.stdout

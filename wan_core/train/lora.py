@@ -28,7 +28,6 @@ from wan_core.errors import UserError
 from wan_core.train.config import LoraSettings
 from wan_core.weights.names import convert_key
 
-METADATA_KEY = "lora_adapter_metadata"  # diffusers' LORA_ADAPTER_METADATA_KEY
 PREFIX = "transformer."
 ADAPTER = "default"
 LORA_FORMATS = ("diffusers", "comfyui")
