@@ -136,6 +136,15 @@ def test_each_training_script_runs_with_one_word_changed(mm_root, script):
     assert "elapsed time per iteration (ms):" in result.stdout
 
 
+def test_plan_takes_a_scripts_arguments(mm_root):
+    """`wan22 plan train` / `plan sample` with the command line a script builds: the memory plan, nothing trained."""
+    for script, what in (("A14B/t2v/pretrain_high.sh", "train"), ("5B/ti2v/inference.sh", "sample")):
+        _, argv = recorded(mm_root, script)
+        r = run_wan22("plan", *argv, cwd=mm_root)
+        assert r.returncode == 0 and "GB" in r.stdout, r.stderr[-2000:]
+        assert argv[0] == what
+
+
 @pytest.mark.parametrize("script", INFERENCE_SCRIPTS)
 def test_each_inference_script_runs_with_one_word_changed(mm_root, script):
     r, argv = recorded(mm_root, script)

@@ -123,7 +123,19 @@ def _number(flag: str, value: str, kind):
 
 
 def translate(argv: list[str], env=None) -> Translation:
-    """`argv` (a command and its arguments) with MindSpeed-MM's launch arguments rewritten into ours."""
+    """`argv` (a command and its arguments) with MindSpeed-MM's launch arguments rewritten into ours; `plan train`
+    and `plan sample` take the same arguments as the commands they plan (less where the nodes meet)."""
+    if len(argv) > 1 and argv[0] == "plan" and argv[1] in ("train", "sample"):
+        inner = translate(argv[1:], env)
+        out, skip = [], False
+        for arg in inner.argv:
+            if skip:
+                skip = False
+            elif arg in ("--node-rank", "--rdzv-endpoint"):
+                skip = True
+            else:
+                out.append(arg)
+        return Translation(["plan", *out], inner.ignored)
     if not argv or argv[0] not in ("train", "sample"):
         return Translation(list(argv), [])
     command = argv[0]
