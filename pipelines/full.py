@@ -100,7 +100,7 @@ class TrainingRun:
         plan = self.place(plan_training(train_config=p["train_config"], train_set=p["train_set"],
                                         base_model=p["base_model"], data_txt=p["data_txt"], nnodes=p["nnodes"],
                                         devices_per_node=p["devices_per_node"], workdir=p["workdir"],
-                                        **{k: p[k] for k in SAMPLE_LAYOUT if k in p}))
+                                        **{k: p[k] for k in (*SAMPLE_LAYOUT, "lora_format") if k in p}))
         self.valid = self.place(validate_dataset(data_txt=p["data_txt"], manifest_out="manifest.json",
                                                  workdir=p["workdir"]).after(plan))
         self.base_mm = self.place(convert_weights(source=p["base_model"], target="base-mm",

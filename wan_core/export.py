@@ -137,10 +137,9 @@ def export_lora(source: str, target: str, iteration: str | int | None = None, ov
     """A LoRA training checkpoint (DCP adapters) -> one LoRA file in diffusers' or ComfyUI's format. Returns the
     file."""
     from wan_core.train.config import LoraSettings, validated
-    from wan_core.train.lora import LORA_FORMATS, LoraFile, adapter_state, write_lora
+    from wan_core.train.lora import LoraFile, adapter_state, check_lora_format, write_lora
 
-    if fmt not in LORA_FORMATS:
-        raise UserError(f"--format must be one of {', '.join(LORA_FORMATS)}, got {fmt!r}")
+    check_lora_format(fmt)  # before the checkpoint is read
 
     folder = training_iteration(source, iteration)
     reader = DcpModelReader(folder)

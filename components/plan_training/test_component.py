@@ -41,5 +41,7 @@ def test_plan_refuses_a_sampling_layout_before_training(tmp_path, tiny_checkpoin
                   data_txt=str(demo_dataset / "data.txt"), nnodes=1, devices_per_node=1, workdir=str(tmp_path))
     with pytest.raises(UserError, match="--cp=2 must divide the number of processes 3"):
         plan_training.python_func(resolved=artifact("a.md"), sample_devices=3, sample_cp=2, **common)
-    assert plan_training.python_func(resolved=artifact("b.md"), sample_devices=4, sample_cp=2,
+    with pytest.raises(UserError, match="LoRA format must be one of diffusers, comfyui, got 'kohya'"):
+        plan_training.python_func(resolved=artifact("c.md"), lora_format="kohya", **common)
+    assert plan_training.python_func(resolved=artifact("b.md"), sample_devices=4, sample_cp=2, lora_format="comfyui",
                                      sample_cfg_parallel=True, **common) == 2

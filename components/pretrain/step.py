@@ -95,10 +95,15 @@ def trained_experts(document: str, overrides: list[str]) -> list[str]:
 
 
 def plan_step(document: str, overrides: list[str], base_model: str, data_txt: str, workdir: str,
-              deployment: Deployment, report_md: Path, sample_layout: dict | None = None) -> int:
+              deployment: Deployment, report_md: Path, sample_layout: dict | None = None,
+              lora_format: str | None = None) -> int:
     """The first step that sees the training config: validate it, with the pipeline's wiring, for every expert
     the run will train, and its layout on the deployment, before any data is read or weights converted.
     Writes the resolved config(s) as the step's Markdown artifact; returns the number of experts (1 or 2)."""
+    if lora_format is not None:  # the export's format, long before the export runs
+        from wan_core.train.lora import check_lora_format
+
+        check_lora_format(lora_format)
     experts = trained_experts(document, overrides)
     sections = []
     for expert in experts:

@@ -133,6 +133,8 @@ class VideoClipDataset(torch.utils.data.Dataset):
         else:
             self.entries = entries
             self.sizes = tuple((num_frames, *self.target_size(e)) for e in entries)
+        # clips of several shapes: each micro-batch is drawn from one shape (grouped_order)
+        self.grouped = resolution is not None or len(set(self.sizes)) > 1
 
     def target_size(self, entry: dict) -> tuple[int, int]:
         if self.resolution is None:
@@ -151,9 +153,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
             rules = self.mindspeed
             total = min(int(entry["num_frames"]), info.num_frames)  # its annotation, as there, within the file
             fps = info.fps if info.fps > 0 else 30.0
-            count = len(rules.indices(total, fps))
-            start = window_start(self.seed, position, rules.window_last_start(count) if count > rules.num_frames else 0)
-            idx = rules.read_indices(total, fps, start)
+            idx = rules.read_indices(total, fps, lambda last: window_start(self.seed, position, last))
             if len(idx) != frames:
                 raise ValueError(f"{len(idx)} frames read, {frames} expected from its annotation")
             return rules.transform(read_frames(entry["path"], idx))
@@ -165,7 +165,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         return resize_crop(read_frames(entry["path"], idx), height, width)
 
     def entry_at(self, position: int) -> int:
-        if self.resolution is None and len(set(self.sizes)) == 1:
+        if not self.grouped:
             return entry_order(len(self.entries), self.seed, position)
         length = len(grouped_order(self.sizes, self.micro, self.seed, 0))
         epoch, offset = divmod(position, length)

@@ -75,9 +75,6 @@ class MindSpeedClipRules:
     def window(self) -> int:
         return self.num_frames * self.frame_interval
 
-    def window_last_start(self, count: int) -> int:
-        """TemporalRandomCrop: the start is drawn from [0, this] (inclusive)."""
-        return max(0, count - self.window - 1)
 
     def closest_count(self, count: int) -> int:
         """find_closest_y: the largest y <= count, y >= min_num_frames, whose latent frame count (y - 1) / 4 + 1
@@ -87,17 +84,16 @@ class MindSpeedClipRules:
                 return y
         return -1
 
-    def frame_count(self, total: int, fps: float) -> int:
-        """Frames a clip gives (-1: too short to encode)."""
-        count = len(self.indices(total, fps))
-        if count > self.num_frames:
-            count = min(self.window, count)
-        return self.closest_count(count)
+    def frame_count(self, count: int) -> int:
+        """Frames a clip of `count` indices gives (-1: too short to encode)."""
+        return self.closest_count(min(self.window, count) if count > self.num_frames else count)
 
-    def read_indices(self, total: int, fps: float, start: int) -> list[int]:
-        """The frames read for window start `start` (drawn in [0, window_last_start(len(indices))])."""
+    def read_indices(self, total: int, fps: float, draw_start) -> list[int]:
+        """The frames read; a long clip's window starts at draw_start(last), uniform in [0, last]
+        (TemporalRandomCrop's range)."""
         idx = self.indices(total, fps)
         if len(idx) > self.num_frames:
+            start = draw_start(max(0, len(idx) - self.window - 1))
             idx = idx[start:min(start + self.window, len(idx))]
         end = self.closest_count(len(idx))
         if end == -1:
@@ -141,13 +137,12 @@ class MindSpeedClipRules:
             if isinstance(size, str):
                 dropped.append((entry["path"], size))
                 continue
-            total, fps = int(entry["num_frames"]), float(entry["fps"])
-            if len(self.indices(total, fps)) < self.num_frames and \
-                    torch.rand(1, generator=generator).item() < self.drop_short_ratio:
+            count = len(self.indices(int(entry["num_frames"]), float(entry["fps"])))
+            if count < self.num_frames and torch.rand(1, generator=generator).item() < self.drop_short_ratio:
                 dropped.append((entry["path"], f"shorter than num_frames {self.num_frames} (drop_short_ratio "
                                                f"{self.drop_short_ratio:g})"))
                 continue
-            count = self.frame_count(total, fps)
+            count = self.frame_count(count)
             if count == -1:
                 dropped.append((entry["path"], f"fewer than min_num_frames {self.min_num_frames} frames"))
                 continue

@@ -175,7 +175,7 @@ def sampling_fields(path: str) -> dict:
         fps=None if fps is None else max(1, fps // frame_interval),  # MindSpeed-MM saves at fps // frame_interval
         transformer=resolve(predictor), transformer_2=resolve(get_field(cfg, "low_noise_predictor", str, src)),
         # inference_sora.py seeds its one generator with Megatron's --seed (default 1234), not a key of this file
-        seed=1234, conventions="mindspeed", vae_dtype=_dtype(get_field(cfg, "ae.dtype", str, src), f"{src}: ae.dtype"),
+        seed=1234, conventions="mindspeed", vae_dtype=dtype_name(get_field(cfg, "ae.dtype", str, src), f"{src}: ae.dtype"),
         negative_prompt=get_field(cfg, "negative_prompt", str, src),
         # MindSpeed-MM's cpu_offload swaps its modules to the host between uses: our "model" offload
         offload="model" if get_field(cfg, "pipeline_config.cpu_offload", bool, src, False) else "auto",
@@ -185,8 +185,8 @@ def sampling_fields(path: str) -> dict:
         image_paths_base=str(Path.cwd()))  # MindSpeed-MM opens the listed images from the working folder
 
 
-def _dtype(name: str | None, where: str) -> str | None:
-    """MindSpeed-MM's dtype names (get_dtype) as ours."""
+def dtype_name(name: str | None, where: str) -> str | None:
+    """MindSpeed-MM's dtype names (its get_dtype's, and its FSDP2 config's) as ours."""
     if name is None:
         return None
     names = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16"}

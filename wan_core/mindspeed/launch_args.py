@@ -126,16 +126,12 @@ def translate(argv: list[str], env=None) -> Translation:
     """`argv` (a command and its arguments) with MindSpeed-MM's launch arguments rewritten into ours; `plan train`
     and `plan sample` take the same arguments as the commands they plan (less where the nodes meet)."""
     if len(argv) > 1 and argv[0] == "plan" and argv[1] in ("train", "sample"):
-        inner = translate(argv[1:], env)
-        out, skip = [], False
-        for arg in inner.argv:
-            if skip:
-                skip = False
-            elif arg in ("--node-rank", "--rdzv-endpoint"):
-                skip = True
-            else:
-                out.append(arg)
-        return Translation(["plan", *out], inner.ignored)
+        inner = _translate(argv[1:], env, nodes_meet=False)  # a plan needs the layout, not the rendezvous
+        return Translation(["plan", *inner.argv], inner.ignored)
+    return _translate(argv, env, nodes_meet=True)
+
+
+def _translate(argv: list[str], env, nodes_meet: bool) -> Translation:
     if not argv or argv[0] not in ("train", "sample"):
         return Translation(list(argv), [])
     command = argv[0]
@@ -157,8 +153,9 @@ def translate(argv: list[str], env=None) -> Translation:
     for flag, value in theirs:
         if flag in TORCHRUN:
             target = TORCHRUN[flag]
-            if command == "sample" and target in ("--nnodes", "--node-rank"):
-                continue  # one node (checked below)
+            if command == "sample" and target == "--nnodes" or \
+                    target == "--node-rank" and (command == "sample" or not nodes_meet):
+                continue  # sample: one node (checked below); a plan: no rendezvous
             if not target.startswith("master"):
                 flags += [target, value]
         elif command == "sample" and (flag in SAMPLE_IGNORED or flag in NO_VALUE_NOOPS and flag.startswith("--no-")):
@@ -186,12 +183,13 @@ def translate(argv: list[str], env=None) -> Translation:
     if command == "sample" and nnodes > 1:
         raise UserError(f"--nnodes {nnodes}: wan22 sample runs on one node (--nproc processes); start one sample "
                         "command per node with its own prompts file")
-    if nnodes > 1:
+    if nnodes > 1 and nodes_meet:
         addr, port = values.get("--master_addr") or values.get("--master-addr"), \
             values.get("--master_port") or values.get("--master-port") or "29500"
         if addr:
             flags += ["--rdzv-endpoint", f"{addr}:{port}"]
-    elif any(f in values for f in ("--master_addr", "--master-addr", "--master_port", "--master-port")):
+    elif nnodes == 1 and any(f in values for f in ("--master_addr", "--master-addr", "--master_port",
+                                                   "--master-port")):
         ignored.append("--master_addr / --master_port (one node: a free port is used)")
     if command == "train" and "--global-batch-size" in values:
         sets.append(f"train.grad_accum={_grad_accum(values, ours + flags, env)}")
@@ -252,6 +250,8 @@ def _fsdp2_settings(path: str, ignored: list[str]) -> list[str]:
     CPU offload is refused; the wrapping and prefetch settings are how FSDP2 runs here anyway."""
     import yaml
 
+    from wan_core.mindspeed.configs import dtype_name
+
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -261,12 +261,11 @@ def _fsdp2_settings(path: str, ignored: list[str]) -> list[str]:
     if not isinstance(raw, dict):
         raise UserError(f"--fsdp2-config-path {path}: expected a mapping")
     sets = []
-    dtype = raw.get("param_dtype")
+    dtype = dtype_name(raw.get("param_dtype"), f"--fsdp2-config-path {path}: param_dtype")
+    if dtype == "fp16":
+        raise UserError(f"--fsdp2-config-path {path}: param_dtype fp16 is not supported for training (bf16 or fp32)")
     if dtype is not None:
-        names = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32"}
-        if dtype not in names:
-            raise UserError(f"--fsdp2-config-path {path}: param_dtype {dtype!r} is not supported (bf16 or fp32)")
-        sets.append(f"train.dtype={names[dtype]}")
+        sets.append(f"train.dtype={dtype}")
     recompute = raw.get("recompute_modules") or []
     if recompute:
         if not all(str(m).startswith("predictor.blocks") for m in recompute):

@@ -246,14 +246,12 @@ def _sample(job, folder, prompts, images, image_paths, settings, fps, output: Pa
                disable=not progress, file=sys.stderr)
     multiple = folder.vae_spatial * folder.patch
     # an image keeps its aspect ratio: the video takes the image's shape at the requested area
-    sizes = {i: (settings.height, settings.width) if images[i] is None else
-             conditioning_size(images[i].size, settings.height, settings.width, multiple) for i in mine}
+    sizes = [(settings.height, settings.width) if image is None else
+             conditioning_size(image.size, settings.height, settings.width, multiple) for image in images]
     noise = {}
-    if job.conventions == "mindspeed":  # one stream: video i takes its i-th draw, whichever process samples it
-        shapes = [sampler.latent_shape(dataclasses.replace(settings, height=h, width=w)) for h, w in
-                  ((settings.height, settings.width) if images[i] is None else
-                   conditioning_size(images[i].size, settings.height, settings.width, multiple)
-                   for i in range(max(mine) + 1 if mine else 0))]
+    if job.conventions == "mindspeed" and mine:  # one stream: video i takes its i-th draw, whoever samples it
+        shapes = [sampler.latent_shape(dataclasses.replace(settings, height=h, width=w))
+                  for h, w in sizes[:max(mine) + 1]]
         noise = stream_noise(job.seed, shapes, set(mine))
     batches = []
     for i in mine:  # consecutive prompts of one size share a batch

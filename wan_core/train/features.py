@@ -38,7 +38,7 @@ def cache_features(cfg: TrainConfig, out: str | Path, progress: bool = True, ove
                         "from the clips instead: the trainer picks one per sample)")
     text_encoder, vae = build_encoders(cfg, device)
     d = cfg.data
-    dataset = clip_dataset(cfg, entries)
+    dataset = clip_dataset(cfg, entries, cfg.train.micro_batch_size * cfg.train.grad_accum)  # one process
     with atomic_output_dir(out, "cache-features", overwrite) as tmp:
         (tmp / "samples").mkdir()
         save_file({"text": text_encoder.encode([""])[0].contiguous().cpu()}, tmp / "empty_text.safetensors")

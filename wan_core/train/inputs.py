@@ -92,9 +92,9 @@ class _FeatureDataset(torch.utils.data.Dataset):
         return {"position": position, "entry": index, "caption": caption, **tensors}
 
 
-def clip_dataset(cfg: TrainConfig, entries: list[dict], dp: int = 1):
+def clip_dataset(cfg: TrainConfig, entries: list[dict], global_batch: int = 1):
     """The clips a config trains on (fixed size, our variable resolution, or MindSpeed-MM's rules, whose bucket rule
-    needs the global batch: `dp` data-parallel ranks), for the trainer and cache-features."""
+    needs the global batch), for the trainer and cache-features."""
     import math
 
     from wan_core.data.dataset import ResolutionRule, VideoClipDataset
@@ -124,4 +124,4 @@ def clip_dataset(cfg: TrainConfig, entries: list[dict], dp: int = 1):
             vae_stride_t=variants.get(cfg.model.variant).vae_temporal)
     t = cfg.train
     return VideoClipDataset(entries, d.num_frames, d.height, d.width, d.fps, t.seed, rule, t.micro_batch_size,
-                            mindspeed, t.micro_batch_size * dp * t.grad_accum)
+                            mindspeed, global_batch)

@@ -41,13 +41,18 @@ class LoraFile:
     path: str
     state: dict[str, torch.Tensor]  # "<mm module>.lora_A.weight" / ".lora_B.weight"
     scalings: dict[str, float]  # mm module -> s_m
+    _pairs: dict = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self):  # A and B checked to pair up once, when the adapters are read
+        self._pairs = pairs(self.state, f"LoRA file {self.path}")
 
     @classmethod
     def of_settings(cls, path: str, state: dict[str, torch.Tensor], settings: LoraSettings) -> "LoraFile":
-        return cls(path, state, {m: settings.scaling for m in pairs(state)})
+        return cls(path, state, {m: settings.scaling for m in pairs(state, f"LoRA adapters of {path}")})
 
     def modules(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return pairs(self.state, self.path)
+        return self._pairs
+
 
 def add_lora(model, settings: LoraSettings):
     """Inject trainable LoRA layers into `model` (a WanDiT) in place; every other parameter is frozen."""
@@ -76,16 +81,14 @@ def adapter_state(named_tensors) -> dict[str, torch.Tensor]:
 
 
 # -- diffusers' file --------------------------------------------------------------------------------------
-def diffusers_module(mm_module: str) -> str:
-    return convert_key(mm_module + ".weight", "mm", "diffusers")[: -len(".weight")]
+def module_name(name: str, source: str, target: str) -> str:
+    """A module's name in another naming scheme (mm, diffusers, official), by its weight's key."""
+    return convert_key(name + ".weight", source, target)[: -len(".weight")]
 
 
-def mm_module(diffusers_name: str) -> str:
-    return convert_key(diffusers_name + ".weight", "diffusers", "mm")[: -len(".weight")]
-
-
-def official_module(mm_name: str) -> str:
-    return convert_key(mm_name + ".weight", "mm", "official")[: -len(".weight")]
+def check_lora_format(fmt: str) -> None:
+    if fmt not in LORA_FORMATS:
+        raise UserError(f"LoRA format must be one of {', '.join(LORA_FORMATS)}, got {fmt!r}")
 
 
 def write_lora(path: Path, lora: LoraFile, fmt: str = "diffusers") -> None:
@@ -98,19 +101,18 @@ def write_lora(path: Path, lora: LoraFile, fmt: str = "diffusers") -> None:
 
         tensors = {}
         for module, (a, b) in modules.items():
-            name = f"diffusion_model.{official_module(module)}"
+            name = f"diffusion_model.{module_name(module, 'mm', 'official')}"
             tensors[f"{name}.lora_down.weight"] = a.detach().float().contiguous().cpu()
             tensors[f"{name}.lora_up.weight"] = b.detach().float().contiguous().cpu()
             tensors[f"{name}.alpha"] = torch.tensor(lora.scalings[module] * a.shape[0], dtype=torch.float32)
         save_file(tensors, str(path), metadata={"format": "pt"})
         return
-    if fmt != "diffusers":
-        raise UserError(f"--format must be one of {', '.join(LORA_FORMATS)}, got {fmt!r}")
+    check_lora_format(fmt)
     from diffusers import WanPipeline
 
     layers, ranks, alphas = {}, {}, {}
     for module, (a, b) in modules.items():
-        name = diffusers_module(module)
+        name = module_name(module, "mm", "diffusers")
         layers[f"{name}.lora_A.weight"] = a.detach().float().contiguous().cpu()
         layers[f"{name}.lora_B.weight"] = b.detach().float().contiguous().cpu()
         ranks[name], alphas[name] = a.shape[0], lora.scalings[module] * a.shape[0]
@@ -184,7 +186,7 @@ def read_lora_file(path: str | Path) -> LoraFile:
     for key, tensor in state.items():
         m = _KEY.match(key)
         try:
-            module = mm_module(m["module"])
+            module = module_name(m["module"], "diffusers", "mm")
         except Exception:  # noqa: BLE001 - the name in words
             raise UserError(f"LoRA file {file}: {m['module']} is not a Wan2.2 transformer module (a LoRA for another "
                             "model?)") from None
@@ -197,10 +199,7 @@ def read_lora_file(path: str | Path) -> LoraFile:
                 raise UserError(f"LoRA file {file}: module {name} has rank {tensor.shape[0]} in its tensors but "
                                 f"{r} in its LoraConfig; the file is inconsistent")
             scalings[module] = alpha / math.sqrt(r) if config.use_rslora else alpha / r
-    lora = LoraFile(str(file), mm_state, scalings)
-    if not lora.modules():
-        raise UserError(f"LoRA file {file}: no LoRA weights inside")
-    return lora
+    return LoraFile(str(file), mm_state, scalings)
 
 
 def _diffusers_view(file: Path):
@@ -247,16 +246,22 @@ def pairs(state: dict[str, torch.Tensor], where: str = "LoRA") -> dict[str, tupl
     return out
 
 
-def check_shapes(lora: LoraFile, weight_shapes: dict[str, tuple[int, ...]]) -> None:
+def _model_shapes(model, lora: LoraFile) -> dict[str, tuple[int, ...]]:
+    """[out, in] of each module of `model` the adapters name (absent ones left out)."""
+    named = dict(model.named_modules())
+    return {m: tuple(named[m].weight.shape) for m in lora.modules() if hasattr(named.get(m), "weight")}
+
+
+def check_adapter_shapes(lora: LoraFile, weight_shapes: dict[str, tuple[int, ...]]) -> None:
     """Each adapted module exists in the model with the adapters' shapes, else one paragraph naming the file, the
     module and both shapes."""
     for module, (a, b) in lora.modules().items():
         shape = weight_shapes.get(module)
         if shape is None:
-            raise UserError(f"LoRA file {lora.path}: module {diffusers_module(module)} ({module}) is not in this model "
+            raise UserError(f"LoRA file {lora.path}: module {module_name(module, 'mm', 'diffusers')} ({module}) is not in this model "
                             "(made for another model size or variant?)")
         if tuple(shape) != (b.shape[0], a.shape[1]):
-            raise UserError(f"LoRA file {lora.path}: module {diffusers_module(module)} ({module}) is [out {shape[0]}, "
+            raise UserError(f"LoRA file {lora.path}: module {module_name(module, 'mm', 'diffusers')} ({module}) is [out {shape[0]}, "
                             f"in {shape[1]}] in this model, but the file's lora_A is {list(a.shape)} and lora_B "
                             f"{list(b.shape)} (for [out {b.shape[0]}, in {a.shape[1]}]): made for another model size?")
 
@@ -267,8 +272,7 @@ def apply_lora(model, lora: LoraFile, scale: float = 1.0):
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
     modules = lora.modules()
-    named = dict(model.named_modules())
-    check_shapes(lora, {m: tuple(named[m].weight.shape) for m in modules if hasattr(named.get(m), "weight")})
+    check_adapter_shapes(lora, _model_shapes(model, lora))
     ranks = {m: a.shape[0] for m, (a, _) in modules.items()}
     r = collections.Counter(ranks.values()).most_common()[0][0]
     config = LoraConfig(r=r, lora_alpha=r, target_modules=sorted(modules),
@@ -289,8 +293,8 @@ def apply_lora(model, lora: LoraFile, scale: float = 1.0):
 def init_from_file(model, lora: LoraFile, settings: LoraSettings) -> None:
     """Training starts from a LoRA file's adapters: A as read, B scaled by s_file / s_config so the adapted model is
     the file's; every module of the file must be one the config adapts, at the config's rank."""
+    check_adapter_shapes(lora, _model_shapes(model, lora))
     named = dict(model.named_modules())
-    check_shapes(lora, {m: tuple(named[m].weight.shape) for m in lora.modules() if hasattr(named.get(m), "weight")})
     for module, (a, b) in lora.modules().items():
         layer = named[module]
         if not hasattr(layer, "lora_A") or ADAPTER not in layer.lora_A:
@@ -306,7 +310,7 @@ def init_from_file(model, lora: LoraFile, settings: LoraSettings) -> None:
 
 def merged_weights(base: dict[str, torch.Tensor], lora: LoraFile, scale: float = 1.0) -> dict[str, torch.Tensor]:
     """base (mm names) with W + scale * s_m * B @ A for every adapted module (fp32 math, base dtype)."""
-    check_shapes(lora, {k[: -len(".weight")]: tuple(v.shape) for k, v in base.items() if k.endswith(".weight")})
+    check_adapter_shapes(lora, {k[: -len(".weight")]: tuple(v.shape) for k, v in base.items() if k.endswith(".weight")})
     out = dict(base)
     for module, (a, b) in lora.modules().items():
         key = f"{module}.weight"

@@ -41,12 +41,12 @@ class TrainingDiverged(UserError):
     pass
 
 
-def megatron_line(step: int, iters: int, consumed: int, last: dict) -> str:
+def megatron_line(step: int, iters: int, global_batch: int, last: dict) -> str:
     """Megatron's training_log line (the fields MindSpeed-MM's scripts and log parsers read)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    return (f" [{stamp}] iteration {step:8d}/{iters:8d} | consumed samples: {consumed:12d} | elapsed time per "
-            f"iteration (ms): {last['step_time_s'] * 1000:.1f} | learning rate: {last['lr']:.6E} | global batch size: "
-            f"{last['samples']:5d} | loss: {last['loss']:.6E} | loss scale: 1.0 | grad norm: {last['grad_norm']:.3f} | "
+    return (f" [{stamp}] iteration {step:8d}/{iters:8d} | consumed samples: {step * global_batch:12d} | elapsed time "
+            f"per iteration (ms): {last['step_time_s'] * 1000:.1f} | learning rate: {last['lr']:.6E} | global batch "
+            f"size: {global_batch:5d} | loss: {last['loss']:.6E} | loss scale: 1.0 | grad norm: {last['grad_norm']:.3f} | "
             "number of skipped iterations:   0 | number of nan iterations:   0 |")
 
 
@@ -252,13 +252,26 @@ class Trainer:
             model.compile_blocks()
         return model
 
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over every data-parallel rank."""
+        t = self.cfg.train
+        return t.micro_batch_size * self.dp_size * t.grad_accum
+
+    def dataset(self):
+        """What the positions index: the feature cache, or the clips (MindSpeed-MM's rules need the global batch)."""
+        from wan_core.train.inputs import clip_dataset
+
+        if self.features:
+            return self.features.dataset(self.cfg.train.seed)
+        return clip_dataset(self.cfg, self.entries, self.global_batch)
+
     def build_loader(self, start_step: int):
         from wan_core.data.dataset import PositionSampler, collate
         from wan_core.device import loader_workers
-        from wan_core.train.inputs import clip_dataset
 
         t, d = self.cfg.train, self.cfg.data
-        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries, self.dp_size)
+        dataset = self.dataset()
         sampler = PositionSampler(start_step, t.iters, t.micro_batch_size, self.dp_size, t.grad_accum, self.dp_rank)
         workers = loader_workers(d.num_workers, self.device)
         accelerator = self.device.type != "cpu"
@@ -346,9 +359,8 @@ class Trainer:
     def evaluate(self, positions: list[int]) -> float:
         """Mean loss over fixed global positions (same draws every call): a noise-free progress measure."""
         from wan_core.data.dataset import collate
-        from wan_core.train.inputs import clip_dataset
 
-        dataset = self.features.dataset(self.cfg.train.seed) if self.features else clip_dataset(self.cfg, self.entries, self.dp_size)
+        dataset = self.dataset()
         was_training = self.model.training
         self.model.eval()
         losses = [float(self.loss(collate([dataset[p]]))) for p in positions]
@@ -388,14 +400,13 @@ class Trainer:
         samples = sum(len(b["position"]) for b in micro_batches) * self.dp_size
         elapsed = time.perf_counter() - t0
         return {"step": self.step + 1, "loss": total, "lr": lr, "grad_norm": float(grad_norm),
-                "samples_per_s": samples / elapsed, "samples": samples, "step_time_s": elapsed}
+                "samples_per_s": samples / elapsed, "step_time_s": elapsed}
 
     # -- state ---------------------------------------------------------------------------------------
     def trainer_state(self) -> dict:
-        t = self.cfg.train
         model_config = getattr(self.model, "config", None)
         return {"step": self.step, "model_config": model_config.to_diffusers() if model_config else None,
-                "sampler_position": self.step * t.micro_batch_size * self.dp_size * t.grad_accum,
+                "sampler_position": self.step * self.global_batch,
                 "provenance": provenance(self.cfg, self.manifest_digest),
                 "config": self.cfg.to_dict()}
 
@@ -457,7 +468,6 @@ class Trainer:
         last = {}
         progress = ProgressLines(cfg.train.iters, start=self.step)
         on_terminal = sys.stderr.isatty()
-        consumed = self.step * cfg.train.micro_batch_size * self.dp_size * cfg.train.grad_accum
         try:
             with self.stop:
                 while self.step < cfg.train.iters:
@@ -469,14 +479,12 @@ class Trainer:
                         metrics_file.flush()
                         for key in ("loss", "lr", "grad_norm", "samples_per_s"):
                             writer.add_scalar(f"train/{key}", last[key], self.step)
-                    consumed += last["samples"]
                     if cfg.train.log_format == "megatron":
                         if rank0 and self.step % cfg.train.log_interval == 0:
-                            print(megatron_line(self.step, cfg.train.iters, consumed, last), flush=True)
-                        due = False
-                    else:  # a terminal: every log_interval steps; a log (a pod's): every step or 5%, the rarer
-                        due = self.step % cfg.train.log_interval == 0 if on_terminal else progress.due(self.step)
-                    if rank0 and (due or (self.step == cfg.train.iters and cfg.train.log_format == "wan22")):
+                            print(megatron_line(self.step, cfg.train.iters, self.global_batch, last), flush=True)
+                    # a terminal: every log_interval steps; a log (a pod's): every step or 5%, whichever is rarer
+                    elif rank0 and (self.step == cfg.train.iters or (self.step % cfg.train.log_interval == 0
+                                                                      if on_terminal else progress.due(self.step))):
                         print(f"step {self.step}/{cfg.train.iters} loss {last['loss']:.5f} lr {last['lr']:.2e} "
                               f"grad_norm {last['grad_norm']:.3f} {last['samples_per_s']:.2f} samples/s, "
                               f"{progress.timing(self.step)}", file=sys.stderr, flush=True)
